@@ -1,0 +1,379 @@
+"""The main window: composes the widgets and wires them to the job controller and worker."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
+from PySide6.QtWidgets import (QFileDialog, QMainWindow, QMessageBox, QSplitter, QStyle, QToolBar, QVBoxLayout,
+                               QWidget)
+
+from app import APP_NAME
+from app.audio_files import dialog_filter
+from app.jobs.controller import JobController, kv_label
+from app.jobs.conversion import ConversionRunner
+from app.jobs.job import Job
+from app.jobs.table_model import JobTableModel
+from app.settings import AppSettings
+from app.widgets.drop_zone import DropZone, local_paths
+from app.widgets.export_bar import ExportBar
+from app.widgets.job_panel import JobPanel
+from app.widgets.memory_status import MemoryStatus
+from app.widgets.model_panel import ModelPanel
+from app.widgets.player import Player
+from app.widgets.task_row import TaskRow
+from app.widgets.transcript_view import TranscriptView
+from app.worker import protocol as P
+from app.worker.client import WorkerClient
+
+log = logging.getLogger(__name__)
+DEFAULT_SIZE = QSize(1200, 780)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: AppSettings | None = None, worker: WorkerClient | None = None,
+                 preload: bool = True) -> None:
+        super().__init__()
+        self.settings = settings or AppSettings()
+        self.setWindowTitle(f"{APP_NAME} — transcribe long recordings with a smaller KV cache")
+        self.setAcceptDrops(True)
+        self._owns_worker = worker is None
+        self.worker = worker or WorkerClient(self)
+        self.jobs = JobTableModel(self)
+        self.controller = JobController(self.jobs, self.worker, self.settings.output_dir, self.settings.models_dir, self)
+        self.controller.choice = self.settings.model_choice
+        self.conversion = ConversionRunner(self.settings.models_dir, self)
+        self.player = Player(self)
+        self.compare_window = None
+        self._build()
+        self._connect()
+        self._restore()
+        if preload:
+            self.controller.preload()
+
+    # -- construction ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.drop_zone = DropZone()
+        self.model_panel = ModelPanel(self.controller.choice, self.settings.custom_models)
+        self.task_row = TaskRow()
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 6, 0)
+        left_layout.addWidget(self.drop_zone)
+        left_layout.addWidget(self.model_panel)
+        left_layout.addWidget(self.task_row)
+        left_layout.addStretch(1)
+        left.setMinimumWidth(280)
+
+        self.job_panel = JobPanel(self.jobs)
+        self.transcript = TranscriptView()
+        self.export_bar = ExportBar(self.settings.output_dir)
+        bottom = QWidget()
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addWidget(self.transcript, 1)
+        bottom_layout.addWidget(self.export_bar)
+
+        self.right_split = QSplitter(Qt.Orientation.Vertical)
+        self.right_split.addWidget(self.job_panel)
+        self.right_split.addWidget(bottom)
+        self.right_split.setStretchFactor(0, 2)
+        self.right_split.setStretchFactor(1, 3)
+        self.right_split.setChildrenCollapsible(False)
+        self.main_split = QSplitter(Qt.Orientation.Horizontal)
+        self.main_split.addWidget(left)
+        self.main_split.addWidget(self.right_split)
+        self.main_split.setStretchFactor(1, 1)
+        self.main_split.setChildrenCollapsible(False)
+        self.main_split.setSizes([330, 870])
+        self.right_split.setSizes([300, 420])
+        container = QWidget()
+        layout = QVBoxLayout(container)
+        layout.setContentsMargins(8, 8, 8, 4)
+        layout.addWidget(self.main_split)
+        self.setCentralWidget(container)
+
+        self.memory_status = MemoryStatus()
+        self.memory_status.set_choice(self.controller.choice)
+        self.statusBar().addPermanentWidget(self.memory_status, 1)
+        self._build_actions()
+
+    def _action(self, text: str, shortcut, slot, icon: QStyle.StandardPixmap | None = None, tip: str = "") -> QAction:
+        a = QAction(text, self)
+        if shortcut:
+            a.setShortcut(QKeySequence(shortcut))
+        if icon is not None:
+            a.setIcon(self.style().standardIcon(icon))
+        a.setToolTip(f"{tip or text} ({a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)})"
+                     if shortcut else tip or text)
+        a.triggered.connect(slot)
+        self.addAction(a)
+        return a
+
+    def _build_actions(self) -> None:
+        sp = QStyle.StandardPixmap
+        self.open_action = self._action("&Open files…", QKeySequence.StandardKey.Open, self.open_files,
+                                        sp.SP_DialogOpenButton, "Add recordings to the queue")
+        self.folder_action = self._action("Add &folder…", "Ctrl+Shift+O", self.open_folder, sp.SP_DirOpenIcon,
+                                          "Add every recording in a folder")
+        self.export_action = self._action("&Export all formats", "Ctrl+E", lambda: self.export_selected(None),
+                                          sp.SP_DialogSaveButton, "Export the selected transcript as TXT, SRT, VTT, JSON")
+        self.find_action = self._action("&Find in transcript", QKeySequence.StandardKey.Find,
+                                        self.transcript.focus_search)
+        self.compare_action = self._action("&Compare stock vs MLA…", "Ctrl+Shift+C", self.open_compare,
+                                           sp.SP_FileDialogContentsView,
+                                           "Run the selected file through stock Whisper and Whisper-MLA and "
+                                           "watch the memory")
+        self.pause_action = self._action("&Pause queue", "Ctrl+P", lambda on: self.controller.set_paused(on),
+                                         sp.SP_MediaPause, "Finish the running job but start no new one")
+        self.pause_action.setCheckable(True)
+        self.quit_action = self._action("&Quit", QKeySequence.StandardKey.Quit, self.close)
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+        if self.quit_action.shortcut().isEmpty():
+            self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        file_menu = self.menuBar().addMenu("&File")
+        for a in (self.open_action, self.folder_action, None, self.export_action, None, self.pause_action, None,
+                  self.quit_action):
+            file_menu.addSeparator() if a is None else file_menu.addAction(a)
+        self.menuBar().addMenu("&Edit").addAction(self.find_action)
+        self.menuBar().addMenu("&Tools").addAction(self.compare_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(QAction("&About", self, triggered=self.about))
+        bar = QToolBar("Main")
+        bar.setObjectName("mainToolbar")
+        bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        bar.setIconSize(QSize(18, 18))
+        for a in (self.open_action, self.folder_action, self.export_action, self.pause_action, self.compare_action):
+            bar.addAction(a)
+        self.addToolBar(bar)
+
+    def _connect(self) -> None:
+        c = self.controller
+        self.drop_zone.pathsDropped.connect(self.add_paths)
+        self.drop_zone.clicked.connect(self.open_files)
+        self.job_panel.selectionChanged.connect(self._show_job)
+        self.job_panel.cancelRequested.connect(lambda jobs: [c.cancel(j) for j in jobs])
+        self.job_panel.retryRequested.connect(lambda jobs: [c.retry(j) for j in jobs])
+        self.job_panel.removeRequested.connect(lambda jobs: [c.remove(j) for j in jobs])
+        self.job_panel.moveRequested.connect(c.move)
+        self.transcript.segmentClicked.connect(self._play_from)
+        self.export_bar.exportRequested.connect(self.export_selected)
+        self.export_bar.outputDirChanged.connect(self._set_output_dir)
+        self.model_panel.changed.connect(self._set_choice)
+        self.model_panel.customModelsChanged.connect(lambda items: setattr(self.settings, "custom_models", items))
+        self.model_panel.convertRequested.connect(self.start_conversion)
+        self.task_row.cancelRequested.connect(self.conversion.cancel)
+        self.conversion.stage.connect(self.task_row.set_text)
+        self.conversion.finished.connect(self._converted)
+        self.conversion.failed.connect(lambda text: self._conversion_over(f"Conversion failed: {text}"))
+        self.conversion.cancelled.connect(lambda: self._conversion_over("Conversion cancelled"))
+        c.segmentAdded.connect(self._segment_added)
+        c.jobChanged.connect(self._job_changed)
+        c.memorySample.connect(self.memory_status.set_sample)
+        c.modelLoaded.connect(self._model_loaded)
+        c.workerHello.connect(self._hello)
+        c.notice.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.worker.event.connect(self._worker_stage)
+
+    # -- files -----------------------------------------------------------------------------------
+    def add_paths(self, paths) -> list[Job]:
+        jobs = self.controller.add_paths(paths)
+        if jobs:
+            self.statusBar().showMessage(f"Added {len(jobs)} file{'s' if len(jobs) != 1 else ''}", 5000)
+            if self.job_panel.current_job() is None:
+                self.job_panel.select(jobs[0])
+        else:
+            self.statusBar().showMessage("No new audio or video files found there", 5000)
+        return jobs
+
+    def open_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Open recordings", self.settings.last_open_dir, dialog_filter())
+        if files:
+            self.settings.last_open_dir = str(Path(files[0]).parent)
+            self.add_paths(files)
+
+    def open_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add every recording in a folder", self.settings.last_open_dir)
+        if folder:
+            self.settings.last_open_dir = folder
+            self.add_paths([folder])
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if local_paths(event):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = local_paths(event)
+        if paths:
+            event.acceptProposedAction()
+            self.add_paths(paths)
+
+    # -- selected job ----------------------------------------------------------------------------
+    def selected_job(self) -> Job | None:
+        return self.job_panel.current_job()
+
+    def _title(self, job: Job) -> str:
+        n = len(job.segments)
+        return f"{job.name} — {job.status_text} — {n} segment{'s' if n != 1 else ''}"
+
+    def _show_job(self, job: Job | None) -> None:
+        if job is None:
+            self.transcript.show_segments("Transcript", [])
+        else:
+            self.transcript.show_segments(self._title(job), job.segments)
+        self.export_bar.set_export_enabled(job is not None and bool(job.segments))
+
+    def _segment_added(self, job_id: int, seg) -> None:
+        job = self.selected_job()
+        if job is not None and job.id == job_id:
+            self.transcript.append(seg)
+            self.transcript.set_title(self._title(job))
+            self.export_bar.set_export_enabled(True)
+
+    def _job_changed(self, job_id: int) -> None:
+        job = self.selected_job()
+        if job is not None and job.id == job_id:
+            if job.transcript is not None and len(job.transcript.segments) != len(self.transcript._segments):
+                self._show_job(job)  # the final transcript replaces the live one
+            self.transcript.set_title(self._title(job))
+            self.export_bar.set_export_enabled(bool(job.segments))
+
+    def export_selected(self, formats) -> list[Path]:
+        from engine.export import FORMATS
+
+        job = self.selected_job()
+        if job is None or not job.segments:
+            self.statusBar().showMessage("Select a job with a transcript to export", 5000)
+            return []
+        try:
+            paths = self.controller.export(job, formats or FORMATS)
+        except (OSError, ValueError) as e:
+            QMessageBox.warning(self, "Export failed", str(e))
+            return []
+        self.statusBar().showMessage(f"Wrote {', '.join(p.name for p in paths)} to {paths[0].parent}", 8000)
+        return paths
+
+    def _play_from(self, start_s: float) -> None:
+        job = self.selected_job()
+        if job is None:
+            return
+        if not self.player.play(job.path, start_s):
+            self.statusBar().showMessage(f"Cannot play: {self.player.reason}", 6000)
+
+    # -- model -----------------------------------------------------------------------------------
+    def _set_choice(self, choice) -> None:
+        self.controller.choice = choice
+        self.settings.model_choice = choice
+        self.memory_status.set_choice(choice)
+
+    def _set_output_dir(self, path: Path) -> None:
+        self.controller.output_dir = path
+        self.settings.output_dir = path
+
+    def _hello(self, m: dict) -> None:
+        self.memory_status.set_gpu(m.get("gpu") or {})
+        self.model_panel.set_bundled_available(m.get("bundled") or {})
+
+    def _model_loaded(self, m: dict) -> None:
+        info = m.get("info") or {}
+        self.memory_status.set_loaded(kv_label(self.controller.choice.source_text(), info.get("kv_mode", "stock")),
+                                      m.get("device", ""))
+
+    def _worker_stage(self, m: dict) -> None:
+        if m.get("type") == P.STAGE and m.get("job") is None:
+            self.statusBar().showMessage(m.get("text", ""), 8000)
+
+    def start_conversion(self, choice) -> None:
+        if self.conversion.busy:
+            return
+        out = self.conversion.start(choice)
+        self.model_panel.set_converting(True)
+        self.task_row.start(f"Converting {choice.source_text()} to MLA → {out.name}")
+
+    def _converted(self, folder: str, description: str) -> None:
+        self._conversion_over(f"Converted: {Path(folder).name} ({description}); it is now in the model list")
+        self.model_panel.add_source(folder)
+
+    def _conversion_over(self, text: str) -> None:
+        self.model_panel.set_converting(False)
+        self.task_row.finish(text)
+        self.statusBar().showMessage(text, 8000)
+
+    # -- comparison / about --------------------------------------------------------------------
+    def open_compare(self) -> None:
+        from app.compare.window import CompareWindow
+        from app.paths import sample_recording
+
+        job = self.selected_job()
+        path = job.path if job is not None else sample_recording()
+        if self.compare_window is None:
+            self.compare_window = CompareWindow(self.settings, self)
+        self.compare_window.set_file(path)
+        self.compare_window.set_choice(self.model_panel.with_mla())
+        self.compare_window.show()
+        self.compare_window.raise_()
+        self.compare_window.activateWindow()
+
+    def about(self) -> None:
+        QMessageBox.about(self, f"About {APP_NAME}",
+                          f"<h3>{APP_NAME}</h3><p>Transcribes long recordings with Whisper on your own CPU or GPU. "
+                          "Whisper-MLA converts the decoder's attention to multi-head latent attention, so its "
+                          "key/value cache is up to 87.5% smaller (arXiv 2603.00563).</p>")
+
+    # -- state -----------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        geometry = self.settings.state("geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(DEFAULT_SIZE)
+        for name, splitter in (("main_split", self.main_split), ("right_split", self.right_split)):
+            state = self.settings.state(name)
+            if state is not None:
+                splitter.restoreState(state)
+
+    def save_state(self) -> None:
+        self.settings.save_state("geometry", self.saveGeometry())
+        self.settings.save_state("main_split", self.main_split.saveState())
+        self.settings.save_state("right_split", self.right_split.saveState())
+        self.settings.model_choice = self.model_panel.choice()
+        self.settings.output_dir = self.export_bar.output_dir
+        self.settings.sync()
+
+    def confirm_quit(self, n_jobs: int) -> bool:
+        """Ask before stopping running jobs (tests replace this)."""
+        answer = QMessageBox.question(
+            self, f"Quit {APP_NAME}?",
+            f"{n_jobs} job{'s are' if n_jobs != 1 else ' is'} still running or queued. "
+            "Stop transcribing and quit? Finished transcripts are already saved.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        pending = self.controller.pending
+        if (pending or self.conversion.busy) and not self.confirm_quit(len(pending) + int(self.conversion.busy)):
+            event.ignore()
+            return
+        self.save_state()
+        if self.compare_window is not None:
+            self.compare_window.close()
+        self.player.stop()
+        self.conversion.shutdown()
+        if self._owns_worker:
+            self.controller.shutdown()
+        else:  # a shared worker (tests, embedding) keeps running; just stop our job
+            for job in self.controller.running:
+                self.worker.cancel(job.id)
+            if self.controller.attached:
+                self.worker.event.disconnect(self._worker_stage)
+            self.controller.detach()
+        event.accept()
+
+
+def app_icon() -> QIcon:
+    from app.paths import icon_files
+
+    icon = QIcon()
+    for f in icon_files():
+        icon.addFile(str(f))
+    return icon

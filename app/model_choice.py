@@ -1,0 +1,92 @@
+"""What model the user asked for: a plain, picklable record shared by the GUI and the worker.
+
+It says *which* model and *how* to run it; the worker turns it into a loaded model through
+`engine.model_sources.resolve_model` (and `engine.mla` for an MLA conversion).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import PurePath
+from typing import Any
+
+BUNDLED_MODELS = ("tiny.en", "base")  # mirrors engine.model_sources.BUNDLED without importing torch here
+DEFAULT_MODEL = "tiny.en"
+KV_PRESETS = (0.75, 0.875)  # KV reduction 1 - r/2d: r = d/2 and r = d/4
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    source: str = DEFAULT_MODEL  # bundled name, model folder or hub id
+    kv_mode: str = "stock"  # "stock" or "mla"
+    kv_reduction: float | None = 0.75  # used when kv_mode == "mla" and rank is None
+    rank: int | None = None  # custom latent rank (overrides kv_reduction)
+    exact_cross: bool = False  # cache-free exact cross-attention (MLA mode only)
+    device: str = "auto"
+    beam_size: int = 1
+    language: str | None = None  # None: English for .en models, detected otherwise
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_mode == "mla"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "ModelChoice":
+        """Tolerant of missing/unknown keys and wrong types (old settings files)."""
+        base = cls()
+        if not isinstance(d, dict):
+            return base
+        names = {f.name for f in fields(cls)}
+        clean = {k: v for k, v in d.items() if k in names}
+        try:
+            choice = replace(base, **clean)
+        except TypeError:
+            return base
+        if choice.kv_mode not in ("stock", "mla") or choice.device not in DEVICES:
+            return base
+        try:
+            beam = max(1, min(16, int(choice.beam_size)))
+            rank = None if choice.rank in (None, "", 0) else int(choice.rank)
+            red = None if choice.kv_reduction in (None, "") else float(choice.kv_reduction)
+        except (TypeError, ValueError):
+            return base
+        return replace(choice, source=str(choice.source or DEFAULT_MODEL), beam_size=beam, rank=rank,
+                       kv_reduction=red, exact_cross=bool(choice.exact_cross), language=choice.language or None)
+
+    def model_key(self) -> str:
+        """Everything that decides the loaded weights (not beam size or language): the worker's cache key."""
+        d = {"source": self.source, "device": self.device, "kv_mode": self.kv_mode}
+        if self.is_mla:
+            d.update(kv_reduction=None if self.rank else self.kv_reduction, rank=self.rank, exact_cross=self.exact_cross)
+        return json.dumps(d, sort_keys=True)
+
+    def conversion_name(self) -> str:
+        """Folder name for the MLA conversion of this choice, stable across runs."""
+        digest = hashlib.sha256(self.model_key().encode()).hexdigest()[:10]
+        short = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.source.rstrip("/\\").split("/")[-1])
+        return f"{short}-mla-{self.kv_text().replace('%', 'pct').replace(' ', '')}-{digest}"
+
+    def kv_text(self) -> str:
+        """'stock', 'MLA 87.5%', 'MLA r=64' (+ exact cross)."""
+        if not self.is_mla:
+            return "stock"
+        core = f"MLA r={self.rank}" if self.rank else f"MLA {100 * (self.kv_reduction or 0):g}%"
+        return core + (" + exact cross" if self.exact_cross else "")
+
+    def source_text(self) -> str:
+        """Short model name: the bundled name or hub id as is, a folder by its last part."""
+        if self.source in BUNDLED_MODELS or _is_hub_id(self.source):
+            return self.source
+        return PurePath(self.source.replace("\\", "/")).name or self.source
+
+    def label(self) -> str:
+        return f"{self.source_text()} · {self.kv_text()}"
+
+
+def _is_hub_id(s: str) -> bool:
+    return s.count("/") == 1 and not s.startswith((".", "/", "~")) and "\\" not in s

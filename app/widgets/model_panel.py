@@ -1,0 +1,229 @@
+"""Model settings: which Whisper, stock or MLA cache, KV reduction, cross-attention, device, beam, language."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QInputDialog,
+                               QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from app.model_choice import BUNDLED_MODELS, ModelChoice
+
+BUNDLED_LABELS = {"tiny.en": "Whisper tiny.en (bundled)", "base": "Whisper base, multilingual (bundled)"}
+PRESETS = ((0.75, "75% smaller (r = d/2)"), (0.875, "87.5% smaller (r = d/4)"), (None, "Custom rank…"))
+DEVICES = (("auto", "Auto (GPU if available)"), ("cpu", "CPU"), ("cuda", "NVIDIA GPU (CUDA)"))
+LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "tr", "ar", "hi", "ja", "ko", "zh")
+MLA_HINT = ("Whisper-MLA caches one small latent per token instead of full keys and values. "
+            "75% is close to stock accuracy; 87.5% saves more and benefits from fine-tuning.")
+
+
+def is_mla_folder(spec: str) -> bool:
+    """A folder written by engine.mla.save_mla_model (its marker file; no torch import here)."""
+    p = Path(spec).expanduser()
+    return p.is_dir() and (p / "mla_config.json").is_file()
+
+
+class ModelPanel(QGroupBox):
+    changed = Signal(object)  # ModelChoice
+    convertRequested = Signal(object)  # ModelChoice to convert and save
+    customModelsChanged = Signal(list)
+
+    def __init__(self, choice: ModelChoice, custom: list[str], parent=None) -> None:
+        super().__init__("Model", parent)
+        self._loading = True
+        self._busy = False
+        self._custom: list[str] = list(custom)
+        self.source = QComboBox()
+        self.source.setAccessibleName("Model")
+        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.source.setMinimumContentsLength(14)
+        self.add_folder = QPushButton("Folder…")
+        self.add_folder.setToolTip("Use a local model folder (Hugging Face, CTranslate2 or Whisper-MLA)")
+        self.add_folder.setAccessibleName("Add model folder")
+        self.add_hub = QPushButton("Hub id…")
+        self.add_hub.setToolTip("Use a Hugging Face hub model, e.g. openai/whisper-small (downloads once)")
+        self.add_hub.setAccessibleName("Add hub model")
+        self.cache = QComboBox()
+        self.cache.addItem("Stock Whisper (full KV cache)", "stock")
+        self.cache.addItem("Whisper-MLA (compressed KV cache)", "mla")
+        self.cache.setAccessibleName("KV cache mode")
+        self.preset = QComboBox()
+        for value, text in PRESETS:
+            self.preset.addItem(text, value)
+        self.preset.setAccessibleName("KV reduction")
+        self.rank = QSpinBox()
+        self.rank.setRange(1, 2560)
+        self.rank.setValue(96)
+        self.rank.setPrefix("r = ")
+        self.rank.setAccessibleName("Custom latent rank")
+        self.exact_cross = QCheckBox("Exact cross-attention")
+        self.exact_cross.setToolTip("No cross-attention K/V cache: attend over the encoder output directly. "
+                                    "Exact, and the biggest cache for 30 s windows disappears")
+        self.device = QComboBox()
+        for value, text in DEVICES:
+            self.device.addItem(text, value)
+        self.device.setAccessibleName("Device")
+        self.beam = QSpinBox()
+        self.beam.setRange(1, 10)
+        self.beam.setAccessibleName("Beam size")
+        self.beam.setToolTip("1 = greedy (fastest); 5 = openai-whisper's default beam search")
+        self.language = QComboBox()
+        self.language.setEditable(True)
+        self.language.addItem("Auto-detect", None)
+        for code in LANGUAGES:
+            self.language.addItem(code, code)
+        self.language.setAccessibleName("Language")
+        self.hint = QLabel(MLA_HINT)
+        self.hint.setWordWrap(True)
+        self.hint.setEnabled(False)
+        self.convert_button = QPushButton("Convert to MLA")
+        self.convert_button.setToolTip("Convert the selected model with these MLA settings into a model folder "
+                                       "that appears in the model list")
+        self.convert_button.setAccessibleName("Convert model to MLA")
+
+        sources = QHBoxLayout()
+        sources.addWidget(self.add_folder)
+        sources.addWidget(self.add_hub)
+        sources.addStretch(1)
+        reduction = QHBoxLayout()
+        reduction.addWidget(self.preset, 1)
+        reduction.addWidget(self.rank)
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Whisper:", self.source)
+        form.addRow("", sources)
+        form.addRow("KV cache:", self.cache)
+        form.addRow("Reduction:", reduction)
+        form.addRow("", self.exact_cross)
+        form.addRow("Device:", self.device)
+        form.addRow("Beam size:", self.beam)
+        form.addRow("Language:", self.language)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.hint)
+        layout.addWidget(self.convert_button)
+
+        self._fill_sources(choice.source)
+        self.set_choice(choice)
+        for sig in (self.source.currentIndexChanged, self.cache.currentIndexChanged, self.preset.currentIndexChanged,
+                    self.rank.valueChanged, self.exact_cross.toggled, self.device.currentIndexChanged,
+                    self.beam.valueChanged, self.language.currentTextChanged):
+            sig.connect(self._emit)
+        self.add_folder.clicked.connect(self._choose_folder)
+        self.add_hub.clicked.connect(self._choose_hub)
+        self.convert_button.clicked.connect(lambda: self.convertRequested.emit(self.choice()))
+        self._loading = False
+        self._sync_enabled()
+
+    # -- sources ---------------------------------------------------------------------------------
+    def _fill_sources(self, current: str) -> None:
+        self.source.blockSignals(True)
+        self.source.clear()
+        for name in BUNDLED_MODELS:
+            self.source.addItem(BUNDLED_LABELS.get(name, name), name)
+        specs = list(self._custom)
+        if current and current not in BUNDLED_MODELS and current not in specs:
+            specs.insert(0, current)
+        for spec in specs:
+            label = ModelChoice(source=spec).source_text() + ("  (MLA)" if is_mla_folder(spec) else "")
+            self.source.addItem(label, spec)
+            self.source.setItemData(self.source.count() - 1, spec, Qt.ItemDataRole.ToolTipRole)
+        idx = self.source.findData(current)
+        self.source.setCurrentIndex(max(0, idx))
+        self.source.blockSignals(False)
+
+    def add_source(self, spec: str, select: bool = True) -> None:
+        """Add a model folder or hub id to the list (and remember it)."""
+        self._custom = [spec] + [s for s in self._custom if s != spec]
+        current = spec if select else self.choice().source
+        self._fill_sources(current)
+        self.customModelsChanged.emit(list(self._custom))
+        self._emit()
+
+    def set_bundled_available(self, bundled: dict[str, bool]) -> None:
+        """Grey out bundled models whose packages are not installed (told by the worker)."""
+        for i in range(self.source.count()):
+            name = self.source.itemData(i)
+            if name in bundled and not bundled[name]:
+                item = self.source.model().item(i)
+                if item is not None:
+                    item.setEnabled(False)
+                    item.setToolTip("Not installed: pip install 'whisper-mla[base]'")
+
+    def _choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Whisper model folder")
+        if path:
+            self.add_source(path)
+
+    def _choose_hub(self) -> None:
+        text, ok = QInputDialog.getText(self, "Hugging Face model", "Hub id (e.g. openai/whisper-small):")
+        if ok and text.strip():
+            self.add_source(text.strip())
+
+    # -- choice ----------------------------------------------------------------------------------
+    def choice(self) -> ModelChoice:
+        preset = self.preset.currentData()
+        text = self.language.currentText().strip()
+        idx = self.language.findText(text)
+        lang = self.language.itemData(idx) if idx >= 0 else (text or None)
+        return ModelChoice(
+            source=self.source.currentData() or "tiny.en",
+            kv_mode=self.cache.currentData(),
+            kv_reduction=preset if preset is not None else None,
+            rank=None if preset is not None else self.rank.value(),
+            exact_cross=self.exact_cross.isChecked(),
+            device=self.device.currentData(),
+            beam_size=self.beam.value(),
+            language=lang,
+        )
+
+    def set_choice(self, c: ModelChoice) -> None:
+        loading, self._loading = self._loading, True
+        idx = self.source.findData(c.source)
+        if idx < 0:
+            self._fill_sources(c.source)
+            idx = self.source.findData(c.source)
+        self.source.setCurrentIndex(max(0, idx))
+        self.cache.setCurrentIndex(max(0, self.cache.findData(c.kv_mode)))
+        if c.rank:
+            self.preset.setCurrentIndex(len(PRESETS) - 1)
+            self.rank.setValue(c.rank)
+        else:
+            match = [i for i, (v, _t) in enumerate(PRESETS) if v is not None and abs(v - (c.kv_reduction or 0)) < 1e-6]
+            self.preset.setCurrentIndex(match[0] if match else 1)
+        self.exact_cross.setChecked(c.exact_cross)
+        self.device.setCurrentIndex(max(0, self.device.findData(c.device)))
+        self.beam.setValue(c.beam_size)
+        li = self.language.findData(c.language) if c.language else 0
+        if li >= 0:
+            self.language.setCurrentIndex(li)
+        else:
+            self.language.setEditText(c.language or "")
+        self._loading = loading
+        self._sync_enabled()
+
+    def _sync_enabled(self) -> None:
+        folder_is_mla = is_mla_folder(self.source.currentData() or "")
+        mla = self.cache.currentData() == "mla" and not folder_is_mla
+        self.cache.setEnabled(not folder_is_mla)
+        if folder_is_mla:
+            self.cache.setToolTip("This folder is already a Whisper-MLA model")
+        self.preset.setEnabled(mla)
+        self.rank.setEnabled(mla and self.preset.currentData() is None)
+        self.rank.setVisible(self.preset.currentData() is None)
+        self.exact_cross.setEnabled(mla)
+        self.convert_button.setEnabled(not folder_is_mla and not self._busy)
+
+    def set_converting(self, busy: bool) -> None:
+        self._busy = busy
+        self._sync_enabled()
+
+    def _emit(self, *_args) -> None:
+        self._sync_enabled()
+        if not self._loading:
+            self.changed.emit(self.choice())
+
+    def with_mla(self) -> ModelChoice:
+        """The current choice with MLA switched on (what "Convert" and the comparison use)."""
+        return replace(self.choice(), kv_mode="mla")

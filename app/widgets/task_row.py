@@ -1,0 +1,45 @@
+"""A one-line background task indicator: what is happening, a busy bar, and Cancel."""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+
+class TaskRow(QWidget):
+    cancelRequested = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 0)  # busy: conversion has stages, not percentages
+        self.bar.setTextVisible(False)
+        self.bar.setMaximumHeight(10)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setAccessibleName("Cancel conversion")
+        self.cancel_button.clicked.connect(self.cancelRequested)
+        row = QHBoxLayout()
+        row.addWidget(self.bar, 1)
+        row.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.label)
+        layout.addLayout(row)
+        self.hide()
+
+    def start(self, text: str) -> None:
+        self.label.setText(text)
+        self.bar.setRange(0, 0)
+        self.cancel_button.setEnabled(True)
+        self.show()
+
+    def set_text(self, text: str) -> None:
+        self.label.setText(text)
+
+    def finish(self, text: str) -> None:
+        """Show the outcome, stop the bar; stays visible until the next start or `hide()`."""
+        self.label.setText(text)
+        self.bar.setRange(0, 1)
+        self.bar.setValue(1)
+        self.cancel_button.setEnabled(False)

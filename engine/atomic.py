@@ -1,0 +1,130 @@
+"""Crash-safe file writes and an up-front check that an output folder is usable.
+
+`atomic_write_bytes` writes to a temporary file in the destination folder, flushes and
+fsyncs it, then `os.replace`s it onto the final name (atomic on POSIX and Windows when both
+names are on the same volume, which a same-folder temp file guarantees). A crash or an
+exception at any point leaves either the old file or the complete new one under the final
+name, never a half-written file, and the temporary file is removed on failure.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Temporary files are hidden and easy to recognise should a hard crash (power loss) strand one.
+TEMP_PREFIX = ".whisper-mla-"
+TEMP_SUFFIX = ".tmp"
+
+_DEFAULT_MODE = 0o644
+
+
+class OutputDirError(OSError):
+    """The output folder cannot be created or written to; the message says which and why."""
+
+    def __init__(self, message: str, path: PathLike | None = None, errno: int | None = None) -> None:
+        super().__init__(errno if errno is not None else _errno.EACCES, message)
+        self.message = message
+        self.path = None if path is None else Path(path)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Flush a directory entry to disk where the platform allows it (not on Windows)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(directory, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def _target_mode(path: Path) -> int:
+    """Keep the permissions of the file being replaced; new files get rw-r--r--."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return _DEFAULT_MODE
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically; return the final path.
+
+    The parent folder must exist. On any failure the temporary file is removed and the
+    exception propagates; whatever was at `path` before is untouched.
+    """
+    final = Path(path)
+    directory = final.parent if str(final.parent) else Path(".")
+    tmp_name: str | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            mode="wb", dir=directory, prefix=TEMP_PREFIX + final.name + ".", suffix=TEMP_SUFFIX, delete=False
+        ) as tmp:
+            tmp_name = tmp.name
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        try:
+            os.chmod(tmp_name, _target_mode(final))
+        except OSError:  # e.g. filesystems without permissions; the content is what matters
+            pass
+        os.replace(tmp_name, final)
+        tmp_name = None
+    except BaseException:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                log.warning("could not remove temporary file %s", tmp_name)
+        raise
+    _fsync_dir(directory)
+    log.debug("wrote %s (%d bytes)", final, len(data))
+    return final
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically; newlines are written exactly as given (no translation)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def check_writable_dir(path: PathLike) -> None:
+    """Create `path` if needed and prove a file can be written there.
+
+    Raises `OutputDirError` (an `OSError`) with a message fit to show the user when the
+    folder cannot be created, is not a folder, or does not accept new files.
+    """
+    directory = Path(path)
+    if directory.exists() and not directory.is_dir():
+        raise OutputDirError(
+            f"Output folder {directory} is not a folder (a file of that name exists)", directory, _errno.ENOTDIR
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, (NotADirectoryError, FileExistsError)):
+            reason = "part of the path is a file, not a folder"
+        raise OutputDirError(
+            f"Cannot create output folder {directory}: {reason}", directory, exc.errno
+        ) from exc
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=TEMP_PREFIX + "write-test.", suffix=TEMP_SUFFIX):
+            pass
+    except OSError as exc:
+        raise OutputDirError(
+            f"Cannot write to output folder {directory}: {exc.strerror or exc}", directory, exc.errno
+        ) from exc

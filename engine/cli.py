@@ -1,0 +1,50 @@
+"""`whisper-mla`: the command line. Each subcommand lives in its own module and registers here."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from engine import __version__
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="whisper-mla",
+        description="Transcribe long recordings with Whisper or Whisper-MLA (compressed KV cache).",
+    )
+    parser.add_argument("--version", action="version", version=f"whisper-mla {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from engine import cli_transcribe
+
+    cli_transcribe.register(sub)
+    for module in ("engine.mla.cli",):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ImportError as e:  # an optional part that is not installed must not break the rest
+            log.debug("subcommands of %s unavailable: %s", module, e)
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""`whisper-mla transcribe FILE...`: transcribe files, show a progress bar, write the exports.
+
+A bad file prints one line `error: FILE: reason` and the rest still run; the exit status is
+0 only when every file succeeded.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from engine.audio import AudioError
+from engine.export import export, parse_formats
+from engine.atomic import check_writable_dir
+from engine.model_sources import ModelSourceError
+from engine.results import Progress, Segment
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio/video files",
+                       description="Transcribe audio or video files to TXT/SRT/VTT/JSON.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", default=None, help="bundled name (tiny.en, base), model folder or hub id; default tiny.en")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--format", default="txt,srt,vtt,json", help="comma-separated: txt,srt,vtt,json")
+    p.add_argument("--out", default=".", help="output folder (default: current folder)")
+    p.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default); 5 = beam search like openai-whisper")
+    p.add_argument("--batch-size", type=int, default=1, help="decode N windows at once (GPU throughput)")
+    p.add_argument("--language", default=None, help="language code (multilingual models); default: detect")
+    p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    p.add_argument("--no-condition", action="store_true", help="do not condition each window on the previous text")
+    p.add_argument("--initial-prompt", default=None, help="text to prime the first window (names, spelling)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live segments or progress bar")
+    p.set_defaults(func=run)
+
+
+class _ProgressLine:
+    """One self-rewriting stderr line: name, percent, bar, seconds done, ETA (only on a terminal)."""
+
+    def __init__(self, name: str, enabled: bool):
+        self.name = name[:32]
+        self.enabled = enabled and sys.stderr.isatty()
+        self.last = ""
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        filled = int(p.fraction * 24)
+        eta = "" if p.eta_s is None else f" ETA {int(p.eta_s) // 60}:{int(p.eta_s) % 60:02d}"
+        self.last = f"{self.name} {p.fraction * 100:3.0f}% |{'#' * filled}{'.' * (24 - filled)}| {p.done_s:.0f}/{p.total_s:.0f} s{eta}"
+        sys.stderr.write("\r" + self.last)
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\r" + " " * len(self.last) + "\r")
+            sys.stderr.flush()
+
+    def print_segment(self, seg: Segment) -> None:
+        self.clear()
+        _print_segment(seg)
+        if self.enabled and self.last:
+            sys.stderr.write(self.last)
+            sys.stderr.flush()
+
+
+def _print_segment(seg: Segment) -> None:
+    def ts(t: float) -> str:
+        m, s = divmod(t, 60)
+        return f"{int(m):02d}:{s:06.3f}"
+
+    print(f"[{ts(seg.start)} --> {ts(seg.end)}] {seg.text.strip()}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        formats = parse_formats(args.format)
+        check_writable_dir(args.out)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from engine.model_sources import resolve_model
+    from engine.transcribe import Transcriber, TranscribeOptions
+
+    try:
+        loaded = resolve_model(args.model, device=args.device)
+    except ModelSourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    options = TranscribeOptions(language=args.language, task=args.task, beam_size=max(1, args.beam_size),
+                                batch_size=max(1, args.batch_size), condition_on_previous_text=not args.no_condition,
+                                initial_prompt=args.initial_prompt)
+    transcriber = Transcriber(loaded, options)
+    failures = 0
+    for file in args.files:
+        line = _ProgressLine(Path(file).name, not args.quiet)
+        try:
+            transcript = transcriber.transcribe(file, progress=line,
+                                                on_segment=None if args.quiet else line.print_segment)
+            written = export(transcript, args.out, formats)
+        except AudioError as e:
+            failures += 1
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        except OSError as e:
+            failures += 1
+            print(f"error: {file}: cannot write output ({e.strerror or e})", file=sys.stderr)
+            continue
+        except Exception as e:  # keep going with the next file; the log has the traceback
+            failures += 1
+            log.debug("transcription failed", exc_info=True)
+            print(f"error: {file}: transcription failed ({type(e).__name__}: {e})", file=sys.stderr)
+            continue
+        finally:
+            line.clear()
+        stats = transcript.stats
+        if not args.quiet and stats:
+            print(f"{file}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s (RTF {stats.rtf:.3f}); "
+                  f"wrote {', '.join(p.name for p in written)}", file=sys.stderr)
+    return 1 if failures else 0

@@ -1,0 +1,303 @@
+"""Transcript writers: plain text, SubRip (SRT), WebVTT and JSON, plus a JSON reader.
+
+All writes go through `engine.atomic`, so an interrupted export never leaves a truncated
+file behind. Output names are derived from the audio file's stem and sanitised so that
+they can never point outside the chosen output folder.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path, PurePath
+from typing import Any, NamedTuple
+
+from engine.atomic import atomic_write_text
+from engine.results import KVCacheBytes, ModelInfo, RunStats, Segment, Transcript
+
+log = logging.getLogger(__name__)
+
+FORMATS: tuple[str, ...] = ("txt", "srt", "vtt", "json")
+
+MIN_CUE_MS = 1  # a cue whose end is not after its start is stretched to this length
+DEFAULT_STEM = "transcript"
+_MAX_STEM_BYTES = 200  # leaves room for ".json" (and a temp prefix) under the usual 255-byte limit
+
+_MODEL_KEYS = ("source", "name", "multilingual", "kv_mode")
+_WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
+    | {f"COM{i}" for i in range(1, 10)}
+    | {f"LPT{i}" for i in range(1, 10)}
+)
+
+
+class Cue(NamedTuple):
+    """One subtitle cue in whole milliseconds."""
+
+    start_ms: int
+    end_ms: int
+    text: str
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def parse_formats(spec: str | Iterable[str]) -> tuple[str, ...]:
+    """Turn "txt,srt" (or an iterable of names) into a de-duplicated tuple of known formats.
+
+    Case, surrounding spaces and a leading dot are ignored. Raises ValueError naming any
+    unknown format, or when no format is given.
+    """
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    out: list[str] = []
+    bad: list[str] = []
+    for raw in parts:
+        name = str(raw).strip().lower().lstrip(".")
+        if not name:
+            continue
+        if name not in FORMATS:
+            bad.append(str(raw).strip())
+        elif name not in out:
+            out.append(name)
+    if bad:
+        noun = "format" if len(bad) == 1 else "formats"
+        raise ValueError(
+            f"unknown output {noun}: {', '.join(repr(b) for b in bad)} (choose from {', '.join(FORMATS)})"
+        )
+    if not out:
+        raise ValueError(f"no output format given (choose from {', '.join(FORMATS)})")
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def _to_ms(seconds: float) -> int:
+    """Seconds to whole milliseconds, rounded to nearest; negatives and NaN become 0."""
+    if not seconds > 0:  # also catches NaN
+        return 0
+    if seconds == float("inf"):
+        raise ValueError("segment time is infinite")
+    return int(round(seconds * 1000))
+
+
+def format_timestamp(ms: int, decimal_marker: str = ",") -> str:
+    """`HH:MM:SS,mmm` (SRT) or, with decimal_marker=".", `HH:MM:SS.mmm` (VTT); hours grow past 99."""
+    ms = max(0, int(ms))
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_marker}{millis:03d}"
+
+
+def _cue_text(text: str) -> str:
+    """Strip a segment's text and drop blank lines, which would end a cue early."""
+    lines = (line.strip() for line in text.strip().splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def cues(transcript: Transcript) -> list[Cue]:
+    """Subtitle cues for the non-empty segments, in order.
+
+    Start times never go backwards (a start earlier than the previous cue's start is moved
+    up to it) and every cue ends at least MIN_CUE_MS after it starts.
+    """
+    out: list[Cue] = []
+    prev_start = 0
+    for seg in transcript.segments:
+        text = _cue_text(seg.text)
+        if not text:
+            continue
+        start = max(_to_ms(seg.start), prev_start)
+        end = max(_to_ms(seg.end), start + MIN_CUE_MS)
+        out.append(Cue(start, end, text))
+        prev_start = start
+    return out
+
+
+# --------------------------------------------------------------------------- renderers
+
+
+def render_txt(transcript: Transcript) -> str:
+    """One stripped segment per line; empty segments are skipped."""
+    lines = [" ".join(seg.text.split()) for seg in transcript.segments]
+    lines = [line for line in lines if line]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_srt(transcript: Transcript) -> str:
+    """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, a blank line after each cue."""
+    blocks = [
+        f"{i}\n{format_timestamp(c.start_ms, ',')} --> {format_timestamp(c.end_ms, ',')}\n{c.text}\n"
+        for i, c in enumerate(cues(transcript), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def _vtt_escape(text: str) -> str:
+    # '&' and '<' must be escaped in WebVTT cue text; escaping '>' also rules out a stray "-->".
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_vtt(transcript: Transcript) -> str:
+    """WebVTT: `WEBVTT` header, then `HH:MM:SS.mmm --> HH:MM:SS.mmm` cues with escaped text."""
+    parts = ["WEBVTT\n"]
+    for c in cues(transcript):
+        parts.append(
+            f"{format_timestamp(c.start_ms, '.')} --> {format_timestamp(c.end_ms, '.')}\n{_vtt_escape(c.text)}\n"
+        )
+    return "\n".join(parts)
+
+
+def render_json(transcript: Transcript) -> str:
+    """The transcript's stable JSON shape (`Transcript.to_dict`), pretty-printed, UTF-8 as is."""
+    return json.dumps(transcript.to_dict(), ensure_ascii=False, indent=2) + "\n"
+
+
+_RENDERERS = {"txt": render_txt, "srt": render_srt, "vtt": render_vtt, "json": render_json}
+
+
+def render(transcript: Transcript, fmt: str) -> str:
+    """Render `transcript` in one of FORMATS; raises ValueError for an unknown format."""
+    name = str(fmt).strip().lower().lstrip(".")
+    if name not in _RENDERERS:
+        raise ValueError(f"unknown output format: {fmt!r} (choose from {', '.join(FORMATS)})")
+    return _RENDERERS[name](transcript)
+
+
+# --------------------------------------------------------------------------- file names
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
+
+
+_BIDI_CONTROLS = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_UNSAFE_CHARS = frozenset('/\\<>:"|?*') | frozenset(chr(c) for c in _BIDI_CONTROLS)
+
+
+def _is_unsafe_char(ch: str) -> bool:
+    """Separators, characters Windows forbids, control characters (NUL included), bidi overrides."""
+    return ch in _UNSAFE_CHARS or unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+
+
+def safe_stem(name: str) -> str:
+    """A file-name stem that is a single, harmless path component on every platform.
+
+    Path separators, NUL/control characters and characters Windows forbids become "_";
+    runs of dots collapse to one (so no ".."); leading/trailing dots and spaces go; Windows
+    device names get a "_" prefix; an empty result becomes DEFAULT_STEM.
+    """
+    name = unicodedata.normalize("NFC", str(name))
+    name = "".join("_" if _is_unsafe_char(ch) else ch for ch in name)
+    name = re.sub(r"\.{2,}", ".", name)
+    name = name.strip(" .")
+    name = _truncate_utf8(name, _MAX_STEM_BYTES).rstrip(" .")
+    if name.split(".")[0].upper() in _WINDOWS_RESERVED:
+        name = "_" + name
+    return name or DEFAULT_STEM
+
+
+def stem_for(audio_file: str) -> str:
+    """The audio file's name without folder or last extension, accepting / and \\ as separators."""
+    base = re.split(r"[\\/]", str(audio_file))[-1]
+    return PurePath(base).stem if base not in ("", ".", "..") else ""
+
+
+# --------------------------------------------------------------------------- export / import
+
+
+def export(
+    transcript: Transcript,
+    out_dir: str | os.PathLike[str],
+    formats: str | Iterable[str],
+    stem: str | None = None,
+) -> list[Path]:
+    """Write `transcript` into `out_dir` once per format, atomically; return the written paths.
+
+    The file name is `<stem>.<fmt>`, where `stem` defaults to the audio file's stem and is
+    always passed through `safe_stem`. `out_dir` is created if missing. Everything is
+    rendered before the first write, so a rendering error writes nothing.
+    """
+    fmts = parse_formats(formats)
+    directory = Path(out_dir)
+    name = safe_stem(stem_for(transcript.file) if stem is None else stem)
+    rendered = [(fmt, render(transcript, fmt)) for fmt in fmts]
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for fmt, text in rendered:
+        path = directory / f"{name}.{fmt}"
+        # Belt and braces: safe_stem already makes escaping impossible.
+        if path.parent != directory or path.name in (".", ".."):
+            raise ValueError(f"refusing to write outside {directory}: {path}")
+        atomic_write_text(path, text)
+        written.append(path)
+    log.info("exported %s to %s", ", ".join(p.name for p in written), directory)
+    return written
+
+
+def _model_from_dict(d: dict[str, Any]) -> ModelInfo:
+    return ModelInfo(
+        source=str(d.get("source", "")),
+        name=str(d.get("name", "")),
+        multilingual=bool(d.get("multilingual", False)),
+        kv_mode=str(d.get("kv_mode", "stock")),
+        extra={k: v for k, v in d.items() if k not in _MODEL_KEYS},
+    )
+
+
+def _stats_from_dict(d: dict[str, Any], duration: float) -> RunStats:
+    wall_s = float(d.get("wall_s", 0.0))
+    # The JSON keeps rtf, not audio_s: prefer an explicit audio_s, then the file duration,
+    # then undo the real-time factor.
+    if "audio_s" in d:
+        audio_s = float(d["audio_s"])
+    elif duration > 0:
+        audio_s = duration
+    else:
+        rtf = float(d.get("rtf", 0.0) or 0.0)
+        audio_s = wall_s / rtf if rtf > 0 else 0.0
+    kv = d.get("kv_cache_peak_bytes") or {}
+    device_bytes = d.get("peak_device_bytes")
+    return RunStats(
+        wall_s=wall_s,
+        audio_s=audio_s,
+        peak_rss_bytes=int(d.get("peak_rss_bytes", 0)),
+        peak_device_bytes=None if device_bytes is None else int(device_bytes),
+        kv_cache_peak=KVCacheBytes(int(kv.get("self", 0)), int(kv.get("cross", 0))),
+        device=str(d.get("device", "cpu")),
+        windows=int(d.get("windows", 0)),
+    )
+
+
+def transcript_from_dict(d: dict[str, Any]) -> Transcript:
+    """Rebuild a Transcript from the `Transcript.to_dict` shape (unknown keys are ignored)."""
+    duration = float(d.get("duration", 0.0))
+    stats = d.get("stats")
+    return Transcript(
+        file=str(d.get("file", "")),
+        duration=duration,
+        language=d.get("language"),
+        model=_model_from_dict(d.get("model") or {}),
+        segments=[Segment.from_dict(s) for s in d.get("segments", [])],
+        stats=_stats_from_dict(stats, duration) if stats else None,
+        complete=bool(d.get("complete", True)),
+    )
+
+
+def load_json(path: str | os.PathLike[str]) -> Transcript:
+    """Read a transcript written by the JSON exporter. Raises ValueError for a malformed file."""
+    with open(path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    if not isinstance(data, dict) or "segments" not in data:
+        raise ValueError(f"{path} is not a Whisper-MLA transcript JSON file")
+    try:
+        return transcript_from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} is not a valid Whisper-MLA transcript JSON file: {exc}") from exc

@@ -1,0 +1,36 @@
+"""Whisper-MLA: Multi-Head Latent Attention for Whisper (arXiv 2603.00563).
+
+Public API (imported lazily so `import engine.mla` stays cheap and free of cycles):
+
+* `convert_model(model, rank=None, kv_reduction=None, modules=("decoder-self",), init="calibrated",
+  calibration_features=None, exact_cross=False) -> MLAConfig`: in-place conversion.
+* `save_mla_model(model, cfg, out_dir, tokenizer=..., feature_extractor=...)`,
+  `load_mla_model(path, device, dtype) -> (model, MLAConfig)`, `is_mla_dir(path)`.
+* `kv_cache_bytes(cache) -> KVCacheBytes`: bytes of the tensors a decoder cache holds.
+* `MLAAttention`, `ExactCrossAttention`, `MLAConfig`, `set_attention_path`.
+"""
+from __future__ import annotations
+
+_EXPORTS = {
+    "MLAConfig": "engine.mla.config",
+    "MLAAttention": "engine.mla.attention",
+    "ExactCrossAttention": "engine.mla.cross",
+    "convert_model": "engine.mla.convert",
+    "apply_structure": "engine.mla.convert",
+    "set_attention_path": "engine.mla.convert",
+    "save_mla_model": "engine.mla.storage",
+    "load_mla_model": "engine.mla.storage",
+    "load_mla_config": "engine.mla.storage",
+    "is_mla_dir": "engine.mla.storage",
+    "kv_cache_bytes": "engine.mla.cache_slots",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'engine.mla' has no attribute {name!r}")

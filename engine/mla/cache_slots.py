@@ -1,0 +1,67 @@
+"""How MLA modules use a standard transformers cache, and exact byte accounting.
+
+Contact surface with transformers 5.24 (pinned range >=5.24,<5.40):
+
+* decoder layers receive an `EncoderDecoderCache` with `.self_attention_cache`,
+  `.cross_attention_cache` (both `DynamicCache`) and `.is_updated[layer_idx]`;
+* `DynamicCache.update(keys, values, layer_idx)` concatenates along dim -2 and returns the
+  full tensors; `cache.layers[i].keys/.values` hold them; `reorder_cache(beam_idx)` and
+  `get_seq_length()` (read from `keys.shape[-2]`) work on any tensor shapes.
+
+An MLA layer stores its latent c as `keys` with shape (batch, 1, tokens, r) and a 0-width
+tensor (batch, 1, tokens, 0) as `values`; so sequence length, beam reordering, cropping and
+byte counting all keep working and the bytes summed are exactly what is held.
+"""
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, EncoderDecoderCache
+
+from engine.results import KVCacheBytes
+
+
+def select_cache(cache: Cache | None, layer_idx: int | None, is_cross: bool) -> tuple[Cache | None, bool]:
+    """The per-kind cache for this module and whether the cross entry is already filled.
+
+    Mirrors `WhisperAttention.forward`: a cross module marks `is_updated` on first use.
+    """
+    if cache is None:
+        return None, False
+    if isinstance(cache, EncoderDecoderCache):
+        is_updated = bool(cache.is_updated.get(layer_idx))
+        if is_cross:
+            cache.is_updated[layer_idx] = True
+            return cache.cross_attention_cache, is_updated
+        return cache.self_attention_cache, is_updated
+    return cache, False
+
+
+def store_latent(cache: Cache, latent: torch.Tensor, layer_idx: int) -> torch.Tensor:
+    """Append latent (batch, tokens, r) to the layer's cache; returns all cached (batch, T, r)."""
+    b, t, _ = latent.shape
+    keys, _ = cache.update(latent.unsqueeze(1), latent.new_empty((b, 1, t, 0)), layer_idx)
+    return keys.squeeze(1)
+
+
+def cached_latent(cache: Cache, layer_idx: int) -> torch.Tensor:
+    return cache.layers[layer_idx].keys.squeeze(1)
+
+
+def _layers_bytes(cache: Cache | None) -> int:
+    if cache is None:
+        return 0
+    total = 0
+    for layer in getattr(cache, "layers", ()):
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
+
+
+def kv_cache_bytes(cache: Cache | None) -> KVCacheBytes:
+    """Bytes of the tensors a decoder cache really holds (stock K/V or MLA latents)."""
+    if cache is None:
+        return KVCacheBytes()
+    if isinstance(cache, EncoderDecoderCache):
+        return KVCacheBytes(_layers_bytes(cache.self_attention_cache), _layers_bytes(cache.cross_attention_cache))
+    return KVCacheBytes(self_attn=_layers_bytes(cache))

@@ -1,0 +1,90 @@
+"""`whisper-mla convert`: turn a Whisper model into a Whisper-MLA folder.
+
+    whisper-mla convert [--model SPEC] (--kv-reduction 0.75 | --rank R)
+        [--modules decoder-self[,cross,encoder-self] | none] [--init svd|calibrated]
+        [--calibrate AUDIO ...] [--exact-cross] [--device cpu|cuda|auto]
+        [--save-dtype float16|bfloat16|float32] --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from engine.mla.config import MODULE_KINDS
+
+log = logging.getLogger(__name__)
+
+
+def _modules(text: str) -> tuple[str, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    bad = [k for k in kinds if k not in MODULE_KINDS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown module kind(s) {', '.join(bad)}; choose from {', '.join(MODULE_KINDS)}")
+    return kinds
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a model's attention to MLA (compressed KV cache)",
+                       description="Convert Whisper attention to Multi-Head Latent Attention and save a model folder.")
+    p.add_argument("--model", default=None, help="bundled name, model folder or hub id (default tiny.en)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--kv-reduction", type=float, default=None,
+                      help="fraction of the KV cache removed: 0.75 -> rank d/2, 0.875 -> rank d/4")
+    size.add_argument("--rank", type=int, default=None, help="latent rank r per token and layer")
+    p.add_argument("--modules", type=_modules, default=("decoder-self",),
+                   help="comma-separated: decoder-self (default), cross, encoder-self; or none")
+    p.add_argument("--init", choices=("svd", "calibrated"), default="calibrated",
+                   help="weight SVD or activation-calibrated SVD (default; far more accurate)")
+    p.add_argument("--calibrate", nargs="+", default=None, metavar="AUDIO",
+                   help="audio files for calibration (default: the bundled sample recording)")
+    p.add_argument("--exact-cross", action="store_true",
+                   help="exact cache-free cross-attention (no approximation; saves the cross K/V cache)")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--save-dtype", default="float16", choices=("float16", "bfloat16", "float32"),
+                   help="weight type on disk (default float16, like the bundled models)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from engine.mla.convert import convert_model
+    from engine.mla.storage import save_mla_model
+    from engine.model_sources import ModelSourceError, resolve_model
+
+    modules = tuple(args.modules)
+    if modules and args.kv_reduction is None and args.rank is None:
+        sys.stderr.write("error: give --kv-reduction or --rank (or --modules none --exact-cross)\n")
+        return 2
+    if not modules and not args.exact_cross:
+        sys.stderr.write("error: nothing to convert (--modules none without --exact-cross)\n")
+        return 2
+    try:
+        loaded = resolve_model(args.model, device=args.device, dtype=torch.float32)
+    except ModelSourceError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    if getattr(loaded.model, "mla_config", None) is not None:
+        sys.stderr.write(f"error: {args.model} is already an MLA model\n")
+        return 2
+    calib = [Path(a) for a in args.calibrate] if args.calibrate else None
+    for a in calib or ():
+        if not a.is_file():
+            sys.stderr.write(f"error: {a}: calibration audio not found\n")
+            return 1
+    try:
+        cfg = convert_model(loaded.model, rank=args.rank, kv_reduction=args.kv_reduction, modules=modules,
+                            init=args.init, exact_cross=args.exact_cross, calibration_audio=calib,
+                            source=loaded.info.source)
+    except ValueError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    out = save_mla_model(loaded.model, cfg, args.out, tokenizer=loaded.tokenizer, extra_files_from=loaded.folder,
+                         dtype=getattr(torch, args.save_dtype))
+    sys.stdout.write(f"{out}: {cfg.describe(loaded.model.config.d_model)}\n")
+    return 0

@@ -1,0 +1,136 @@
+"""Convert a pretrained Whisper's attention to MLA in place (and rebuild that structure on load)."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from engine.mla.attention import MLAAttention
+from engine.mla.calibrate import DEFAULT_CALIBRATION, Moments, collect_moments, features_for_files
+from engine.mla.config import MODULE_KINDS, MLAConfig, rank_for_reduction, reduction_for_rank
+from engine.mla.cross import ExactCrossAttention
+from engine.mla.factorize import factorize_kv, max_rank
+
+log = logging.getLogger(__name__)
+
+
+def _slots(model, kind: str) -> Iterator[tuple[int, nn.Module, str]]:
+    """(layer index, parent layer, attribute name) of every attention module of one kind."""
+    if kind == "encoder-self":
+        layers, attr = model.model.encoder.layers, "self_attn"
+    elif kind == "decoder-self":
+        layers, attr = model.model.decoder.layers, "self_attn"
+    elif kind == "cross":
+        layers, attr = model.model.decoder.layers, "encoder_attn"
+    else:
+        raise ValueError(f"unknown module kind {kind!r}")
+    for i, layer in enumerate(layers):
+        yield i, layer, attr
+
+
+def _resolve_rank(d_model: int, rank: int | None, kv_reduction: float | None) -> int:
+    if (rank is None) == (kv_reduction is None):
+        raise ValueError("give exactly one of rank or kv_reduction")
+    r = rank if rank is not None else rank_for_reduction(d_model, kv_reduction)
+    if r > max_rank(d_model):
+        log.warning("rank %d exceeds d=%d, where the factorisation is already exact; using %d", r, d_model, d_model)
+        r = max_rank(d_model)
+    return r
+
+
+def convert_model(
+    model,
+    rank: int | None = None,
+    kv_reduction: float | None = None,
+    modules: Iterable[str] = ("decoder-self",),
+    init: str = "calibrated",
+    calibration_features: torch.Tensor | None = None,
+    exact_cross: bool = False,
+    *,
+    calibration_audio: Iterable[str | Path] | None = None,
+    source: str = "",
+    eps: float = 1e-4,
+) -> MLAConfig:
+    """Replace attention modules of a `WhisperForConditionalGeneration` in place.
+
+    `modules` lists kinds to give an MLA latent (decoder-self, cross, encoder-self) at one
+    rank: `rank` directly or `kv_reduction` (1 - r/2d). `init="calibrated"` uses input
+    statistics from `calibration_features` ((N, n_mels, 3000) log-mel windows), else from
+    `calibration_audio` files, else from the bundled sample recording. `exact_cross`
+    replaces cross-attention by the cache-free exact module. Returns the record that
+    `save_mla_model` writes; it is also set as `model.mla_config`.
+    """
+    modules = tuple(dict.fromkeys(modules))
+    cfg = MLAConfig(modules=modules, init=init, exact_cross=exact_cross, source=source)  # validates names
+    if not modules and not exact_cross:
+        raise ValueError("nothing to convert: give modules and/or exact_cross")
+    if getattr(model, "mla_config", None) is not None:
+        raise ValueError("model is already converted")
+    d = model.config.d_model
+    r = _resolve_rank(d, rank, kv_reduction) if modules else 0
+
+    moments: Moments | None = None
+    if modules and init == "calibrated":
+        audio_names: list[str] = []
+        if calibration_features is None:
+            paths = [Path(p) for p in (calibration_audio or [DEFAULT_CALIBRATION])]
+            audio_names = [p.name for p in paths]
+            calibration_features = features_for_files(paths, n_mels=model.config.num_mel_bins)
+        log.info("calibrating on %d windows", calibration_features.shape[0])
+        moments = collect_moments(model, calibration_features, modules)
+        cfg.calibration_audio = audio_names
+
+    for kind in modules:
+        ranks = []
+        for i, layer, attr in _slots(model, kind):
+            attn = getattr(layer, attr)
+            sigma = moments.second_moment((kind, i)) if moments is not None else None
+            low = factorize_kv(attn.k_proj.weight, attn.v_proj.weight, r, sigma, eps=eps)
+            mla = MLAAttention.like(attn, low.rank)
+            with torch.no_grad():
+                mla.kv_down.weight.copy_(low.down)
+                mla.k_up.weight.copy_(low.k_up)
+                mla.v_up.weight.copy_(low.v_up)
+                mla.v_up.bias.copy_(attn.v_proj.bias)
+            setattr(layer, attr, mla)
+            ranks.append(low.rank)
+            log.debug("%s layer %d: rank %d keeps %.4f of the energy", kind, i, low.rank, low.energy)
+        cfg.ranks[kind] = ranks
+    if exact_cross:
+        for _, layer, attr in _slots(model, "cross"):
+            setattr(layer, attr, ExactCrossAttention.like(getattr(layer, attr)))
+    if modules:
+        cfg.kv_reduction = round(reduction_for_rank(d, r), 6)
+    cfg.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    model.mla_config = cfg
+    log.info("converted: %s", cfg.describe(d))
+    return cfg
+
+
+def apply_structure(model, cfg: MLAConfig) -> None:
+    """Give a freshly built stock model the module layout `cfg` describes (weights to be loaded)."""
+    for kind in cfg.modules:
+        ranks = cfg.ranks[kind]
+        slots = list(_slots(model, kind))
+        if len(ranks) != len(slots):
+            raise ValueError(f"{kind}: {len(ranks)} ranks recorded for {len(slots)} layers")
+        for (_, layer, attr), r in zip(slots, ranks):
+            setattr(layer, attr, MLAAttention.like(getattr(layer, attr), r))
+    if cfg.exact_cross:
+        for _, layer, attr in _slots(model, "cross"):
+            setattr(layer, attr, ExactCrossAttention.like(getattr(layer, attr)))
+    model.mla_config = cfg
+
+
+def set_attention_path(model, path: str = "auto", absorb: str = "auto") -> None:
+    """Force every MLA module's compute path: "naive", "absorbed" or "auto" (tests, benchmarks)."""
+    for m in model.modules():
+        if isinstance(m, MLAAttention):
+            m.path, m.absorb = path, absorb
+
+
+__all__ = ["MODULE_KINDS", "apply_structure", "convert_model", "set_attention_path"]

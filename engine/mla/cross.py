@@ -1,0 +1,88 @@
+"""Exact decoder cross-attention that caches nothing.
+
+Stock Whisper caches K and V of all encoder frames in every decoder layer and every beam
+(layers x beams x 1500 x 2d numbers per 30 s window). Here W_k is absorbed into the query
+and W_v into the output projection, per head:
+
+    scores_h = (W_k,h^T q_h) . enc        out = W_o [W_v,h (p_h enc) + b_v,h]_h + b_o
+
+so every layer and beam attends over the encoder output directly (held once per window
+anyway). It is the same function as stock attention up to float rounding: no
+approximation, same parameters (q/k/v/out_proj), same state dict.
+
+Cost per query token: h*S*d multiply-adds for the scores and the same again for the
+context, against h*S*d_h for stock attention over cached K/V: more arithmetic, far less
+memory and memory traffic. When all rows of the batch share one encoder output (pass it
+with batch 1 or as an `expand`ed view) the whole batch, all heads and all queries are one
+matrix product against it.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers.models.whisper.modeling_whisper import WhisperAttention
+
+from engine.mla.masking import masked_softmax
+
+log = logging.getLogger(__name__)
+
+
+class ExactCrossAttention(WhisperAttention):
+    """Drop-in for a decoder `encoder_attn` module; leaves the cross-attention cache empty."""
+
+    @classmethod
+    def like(cls, attn: WhisperAttention) -> "ExactCrossAttention":
+        w = attn.q_proj.weight
+        mod = cls(attn.embed_dim, attn.num_heads, dropout=attn.dropout, is_decoder=attn.is_decoder,
+                  bias=attn.v_proj.bias is not None, is_causal=False, layer_idx=attn.layer_idx, config=attn.config)
+        mod.to(device=w.device, dtype=w.dtype)
+        mod.train(attn.training)
+        mod.load_state_dict(attn.state_dict())
+        return mod
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        cache=None,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        kwargs.pop("past_key_values", None)
+        if key_value_states is None:
+            raise ValueError("ExactCrossAttention is a cross-attention module: key_value_states is required")
+        if self.training:  # plain attention, no cache: gradients flow as in the stock module
+            return super().forward(hidden_states, key_value_states, None, attention_mask, output_attentions, **kwargs)
+        return self.attend(hidden_states, key_value_states, attention_mask, output_attentions)
+
+    def attend(self, x: torch.Tensor, enc: torch.Tensor, attention_mask=None, output_attentions: bool = False):
+        b, tq, d = x.shape
+        h, dh = self.num_heads, self.head_dim
+        q = (self.q_proj(x) * self.scaling).view(b, tq, h, dh).transpose(1, 2)  # (b, h, tq, dh)
+        qa = torch.matmul(q, self.k_proj.weight.view(h, dh, d))  # (b, h, tq, d): W_k,h^T q_h
+        shared = b > 1 and (enc.shape[0] == 1 or enc.stride(0) == 0)
+        if shared:
+            e = enc[:1]
+            rows = qa.reshape(1, b * h * tq, d)
+        elif enc.shape[0] == b:
+            e = enc
+            rows = qa.reshape(b, h * tq, d)
+        else:
+            raise ValueError(f"encoder batch {enc.shape[0]} does not match decoder batch {b}")
+        scores = torch.bmm(rows, e.transpose(1, 2)).view(b, h, tq, -1)
+        probs = masked_softmax(scores, attention_mask, is_causal=False)
+        ctx = torch.bmm(probs.view(e.shape[0], -1, probs.shape[-1]), e).view(b, h, tq, d)
+        heads = torch.matmul(ctx, self._v_heads_t())  # (b, h, tq, dh)
+        out = self.out_proj(heads.transpose(1, 2).reshape(b, tq, d) + self._v_bias())
+        return out, (probs if output_attentions else None)
+
+    def _v_heads_t(self) -> torch.Tensor:
+        """W_v per head, transposed: (h, d, d_h) view of v_proj.weight (no copy)."""
+        h, dh = self.num_heads, self.head_dim
+        return self.v_proj.weight.view(h, dh, self.embed_dim).transpose(1, 2)
+
+    def _v_bias(self) -> torch.Tensor | int:
+        return self.v_proj.bias if self.v_proj.bias is not None else 0

@@ -1,0 +1,49 @@
+"""Helpers without Qt: human strings, the model choice record, file discovery."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from app import formatting as fmt
+from app.audio_files import expand, is_media
+from app.model_choice import ModelChoice
+
+
+def test_durations_and_bytes():
+    assert fmt.duration(0) == "0:00"
+    assert fmt.duration(59.6) == "1:00"
+    assert fmt.duration(3725) == "1:02:05"
+    assert fmt.duration(None) == "—"
+    assert fmt.timestamp(62.34) == "1:02.3"
+    assert fmt.timestamp(3600) == "1:00:00.0"
+    assert fmt.nbytes(512) == "512 B"
+    assert fmt.nbytes(1_500_000) == "1.50 MB"
+    assert fmt.nbytes(25_300_000) == "25.3 MB"
+    assert fmt.nbytes(3.2e9) == "3.20 GB"
+    assert fmt.percent(0.875, 1) == "87.5%"
+
+
+def test_model_choice_round_trip_and_keys():
+    c = ModelChoice(source="tiny.en", kv_mode="mla", kv_reduction=0.875, beam_size=3, language="en")
+    assert ModelChoice.from_dict(c.to_dict()) == c
+    assert c.kv_text() == "MLA 87.5%"
+    assert ModelChoice(kv_mode="mla", rank=64, exact_cross=True).kv_text() == "MLA r=64 + exact cross"
+    # beam size and language do not change the loaded weights; the KV mode does
+    assert c.model_key() == ModelChoice(source="tiny.en", kv_mode="mla", kv_reduction=0.875).model_key()
+    assert c.model_key() != ModelChoice(source="tiny.en").model_key()
+    assert c.conversion_name() != ModelChoice(source="tiny.en", kv_mode="mla", kv_reduction=0.75).conversion_name()
+    # garbage from an old settings file falls back to defaults instead of crashing
+    assert ModelChoice.from_dict({"kv_mode": "weird", "beam_size": 2}) == ModelChoice()
+    assert ModelChoice.from_dict({"beam_size": "x"}) == ModelChoice()
+    assert ModelChoice.from_dict(None) == ModelChoice()
+    assert ModelChoice(source="/models/my-whisper/").source_text() == "my-whisper"
+    assert ModelChoice(source="openai/whisper-small").source_text() == "openai/whisper-small"
+
+
+def test_expand_recurses_folders_for_media_only(tmp_path: Path, data_dir: Path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/one.mp3", "a/b/two.MKV", "a/b/notes.txt", "a/.hidden.wav", "three.flac"):
+        (tmp_path / name).write_bytes(b"x")
+    found = expand([tmp_path / "a", tmp_path / "three.flac", tmp_path / "three.flac"])
+    assert [p.name for p in found] == ["one.mp3", "two.MKV", "three.flac"]
+    assert is_media(Path("x.OPUS")) and not is_media(Path("x.txt"))
+    assert len(expand([data_dir])) == 5  # 4 flac + 1 wav; the .txt references are skipped

@@ -1,0 +1,131 @@
+"""The main window's queue through the real worker process: drop, transcribe, export, errors."""
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from app.jobs.job import Status
+from app.self_test import EXPECTED, normalise
+from gui_helpers import DATA, SAMPLE, SHORT, TEN_S, wait_finished
+
+
+def drop(widget, paths) -> None:
+    """Deliver a real drag-enter + drop carrying file URLs, as a file manager does."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    pos = QPoint(widget.width() // 2, widget.height() // 2)
+    actions = Qt.DropAction.CopyAction
+    enter = QDragEnterEvent(pos, actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(QPointF(pos), actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+    assert event.isAccepted()
+
+
+def test_drop_files_and_folder_creates_jobs(qtbot, window):
+    window.controller.set_paused(True)  # only the queue is under test here
+    drop(window.drop_zone, [SAMPLE, DATA])
+    names = [j.name for j in window.jobs.jobs]
+    assert names[0] == SAMPLE.name
+    assert len(names) == 1 + 5 and "aishell1_BAC009S0724W0121_zh.wav" in names  # folder recursed, .txt skipped
+    assert all(not n.endswith(".txt") for n in names)
+    qtbot.waitUntil(lambda: all(j.status is Status.QUEUED for j in window.jobs.jobs), timeout=20_000)
+    assert window.jobs.jobs[0].duration_s == 11.0
+    assert window.jobs.data(window.jobs.index(0, 1)) == "0:11"
+    # dropping the same files again does not queue them twice; a drop on the window works too
+    drop(window, [SAMPLE])
+    assert len(window.jobs.jobs) == 6
+    # reorder and remove through the panel's buttons
+    window.job_panel.select(window.jobs.jobs[1])
+    window.job_panel.buttons["up"].click()
+    assert window.jobs.jobs[0].name != SAMPLE.name and window.jobs.jobs[1].name == SAMPLE.name
+    window.job_panel.buttons["remove"].click()
+    assert len(window.jobs.jobs) == 5
+
+
+def test_job_completes_saves_and_exports(qtbot, window, settings):
+    [job] = window.add_paths([SAMPLE])
+    window.job_panel.select(job)
+    wait_finished(qtbot, job)
+    assert job.status is Status.DONE, job.error
+    assert EXPECTED in normalise(job.text)
+    # saved automatically into the output folder as soon as it finished
+    out = settings.output_dir
+    assert sorted(p.name for p in job.saved) == sorted(f"jfk_inaugural_excerpt.{f}" for f in ("txt", "srt", "vtt", "json"))
+    assert EXPECTED in normalise((out / "jfk_inaugural_excerpt.txt").read_text())
+    assert "-->" in (out / "jfk_inaugural_excerpt.srt").read_text()
+    # the transcript pane shows timestamped segments; search highlights matches
+    assert "[0:00.0]" in window.transcript.browser.toPlainText()
+    window.transcript.search.setText("country")
+    assert window.transcript.match_count == 2
+    assert window.transcript.matches_label.text() == "2 matches"
+    # explicit export into another folder via the export bar
+    for p in out.iterdir():
+        p.unlink()
+    window.export_bar.set_output_dir(out / "exports")
+    window.export_bar.format_buttons["vtt"].click()
+    assert (out / "exports" / "jfk_inaugural_excerpt.vtt").read_text().startswith("WEBVTT")
+    window.export_bar.all_button.click()
+    assert len(list((out / "exports").iterdir())) == 4
+    assert window.controller.output_dir == out / "exports"  # new jobs are saved there too
+    # the row shows status, 100 % and the model / KV mode the worker reported
+    row = [window.jobs.data(window.jobs.index(0, c)) for c in range(6)]
+    assert row[2].startswith("Done") and row[3] == "100%" and row[5] == "tiny.en · stock"
+
+
+def test_event_loop_stays_responsive_during_a_job(qtbot, window):
+    gaps, last = [], [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(tick)
+    [job] = window.add_paths([TEN_S])
+    window.job_panel.select(job)  # the transcript pane grows live while we measure
+    qtbot.waitUntil(lambda: job.status is Status.RUNNING or job.status.finished, timeout=60_000)
+    timer.start()
+    last[0] = time.perf_counter()
+    wait_finished(qtbot, job)
+    timer.stop()
+    assert job.status is Status.DONE, job.error
+    assert len(gaps) > 20, "the job finished too fast to measure anything"
+    assert max(gaps) < 0.1, f"GUI thread blocked for {max(gaps) * 1000:.0f} ms"
+    assert "stew for dinner" in job.text
+
+
+def test_bad_file_errors_and_next_job_runs(qtbot, window, bad_file):
+    bad, good = window.add_paths([bad_file, SHORT])
+    wait_finished(qtbot, bad)
+    assert bad.status is Status.ERROR
+    assert "Cannot read this file" in bad.error
+    assert window.jobs.data(window.jobs.index(0, 2)).startswith("Error: Cannot read this file")
+    wait_finished(qtbot, good)
+    assert good.status is Status.DONE, good.error
+    assert "wait no longer" in good.text.lower()
+    # retry puts the failed job back through the same path: still a readable error
+    window.controller.retry(bad)
+    wait_finished(qtbot, bad)
+    assert bad.status is Status.ERROR
+
+
+def test_cancel_stops_within_a_window_and_keeps_the_worker(qtbot, window, shared_worker, long_recording):
+    [job, after] = window.add_paths([long_recording, SHORT])
+    qtbot.waitUntil(lambda: len(job.segments) > 0, timeout=120_000)  # first 30 s window decoded
+    pid = shared_worker.pid
+    window.job_panel.select(job)
+    window.job_panel.buttons["cancel"].click()
+    assert job.status is Status.CANCELLING
+    wait_finished(qtbot, job, timeout=60_000)
+    assert job.status is Status.CANCELLED
+    assert 0 < job.fraction < 1 and job.segments  # partial transcript kept
+    assert shared_worker.pid == pid  # stopped by the cancel token, not by killing the process
+    wait_finished(qtbot, after)
+    assert after.status is Status.DONE, after.error

@@ -1,0 +1,50 @@
+"""The `whisper-mla` command as a user runs it: real files, real model, one line per bad file."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def run_cli(*args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_version(tmp_path):
+    out = run_cli("--version", cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.startswith("whisper-mla ")
+
+
+def test_good_and_bad_files_in_one_run(tiny, sample_path, tmp_path):
+    (tmp_path / "noise.wav").write_bytes(os.urandom(2000))
+    (tmp_path / "notes.txt").write_text("not audio")
+    (tmp_path / "empty.flac").write_bytes(b"")
+    out = run_cli("transcribe", "noise.wav", str(sample_path), "missing.mp3", "notes.txt", "empty.flac",
+                  "--format", "json,srt", "--out", "out", cwd=tmp_path)
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: noise.wav: not an audio file or unsupported format (Invalid data found when processing input)",
+        "error: missing.mp3: file not found",
+        "error: notes.txt: not an audio file or unsupported format (Invalid data found when processing input)",
+        "error: empty.flac: file is empty",
+    ]
+    assert "Traceback" not in out.stderr
+    data = json.loads((tmp_path / "out" / "jfk_inaugural_excerpt.json").read_text())
+    assert "ask not what your country can do for you" in data["text"]
+    for key in ("file", "duration", "language", "model", "text", "segments", "stats"):
+        assert key in data
+    assert set(data["stats"]) >= {"wall_s", "rtf", "peak_rss_bytes", "peak_device_bytes", "kv_cache_peak_bytes"}
+    assert set(data["stats"]["kv_cache_peak_bytes"]) == {"self", "cross"}
+    assert (tmp_path / "out" / "jfk_inaugural_excerpt.srt").read_text().startswith("1\n00:00:00,000 --> ")
+    assert "ask not what your country" in out.stdout  # live segments on stdout
+
+
+def test_unknown_format_fails_before_loading(tmp_path):
+    out = run_cli("transcribe", "x.wav", "--format", "docx", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown output format" in out.stderr
