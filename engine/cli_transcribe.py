@@ -10,7 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.audio import AudioError
+from engine.audio import AudioError, probe
+from engine.checkpoint import Checkpoint
 from engine.export import export, parse_formats
 from engine.atomic import check_writable_dir
 from engine.model_sources import ModelSourceError
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
     p.add_argument("--no-condition", action="store_true", help="do not condition each window on the previous text")
     p.add_argument("--initial-prompt", default=None, help="text to prime the first window (names, spelling)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="ignore and do not write resume files (by default an interrupted run continues where it stopped)")
     p.add_argument("-q", "--quiet", action="store_true", help="no live segments or progress bar")
     p.set_defaults(func=run)
 
@@ -98,9 +101,18 @@ def run(args: argparse.Namespace) -> int:
     for file in args.files:
         line = _ProgressLine(Path(file).name, not args.quiet)
         try:
+            probe(file)  # a bad file fails here, before any work
+            ckpt = None if args.no_resume else Checkpoint(Path(args.out), Path(file), loaded.info.to_dict(), options)
+            resume = ckpt.load() if ckpt else None
+            if resume and not args.quiet:
+                print(f"{file}: resuming at {resume.position / 100:.1f} s with {len(resume.segments)} segments "
+                      f"from the interrupted run", file=sys.stderr)
             transcript = transcriber.transcribe(file, progress=line,
-                                                on_segment=None if args.quiet else line.print_segment)
+                                                on_segment=None if args.quiet else line.print_segment,
+                                                resume=resume, on_window=ckpt.save if ckpt else None)
             written = export(transcript, args.out, formats)
+            if ckpt:
+                ckpt.discard()
         except AudioError as e:
             failures += 1
             print(f"error: {e}", file=sys.stderr)

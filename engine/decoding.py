@@ -35,6 +35,7 @@ class DecodeOptions:
     max_initial_timestamp: float = 1.0
     suppress_blank: bool = True
     sample_len: int | None = None  # max new tokens; default half the decoder context
+    seed: int = 0  # sampling at temperature > 0 is seeded, so a resumed run decodes identically
 
 
 @dataclass
@@ -159,6 +160,7 @@ class WindowDecoder:
         tokens = torch.tensor([initial], device=device).repeat(n_audio * group, 1)
         enc_rows = enc.repeat_interleave(group, dim=0) if group > 1 else enc
         cache = self.live_cache = new_cache()
+        generator = torch.Generator().manual_seed(opts.seed) if opts.temperature > 0 else None
         beam = opts.temperature == 0 and group > 1
         search = _BeamSearch(n_audio, group, opts.patience, self.s.eot) if beam else None
         sum_logprobs = torch.zeros(n_audio * group, device=device)
@@ -182,7 +184,8 @@ class WindowDecoder:
                 step_input = tokens[:, -1:]
                 continue
             if opts.temperature > 0:
-                next_tokens = torch.distributions.Categorical(logits=logits / opts.temperature).sample()
+                probs = F.softmax(logits / opts.temperature, dim=-1)
+                next_tokens = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
             else:
                 next_tokens = logits.argmax(dim=-1)
             picked = logprobs.gather(1, next_tokens[:, None]).squeeze(1)

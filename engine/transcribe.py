@@ -63,6 +63,34 @@ class TranscribeOptions:
     without_timestamps: bool = False
 
 
+CONTEXT_TOKENS = 224  # the decoder prompt keeps at most half its context of previous text
+
+
+@dataclass
+class ResumePoint:
+    """Everything the loop needs to continue a file exactly where it stopped (checkpointed per window)."""
+
+    position: int = 0  # mel frames: the seek (sequential) or the next window start (batched)
+    next_id: int = 0
+    context: list[int] = field(default_factory=list)  # previous-text tokens since the last prompt reset
+    last_text: str = ""
+    language: str | None = None
+    segments: list[Segment] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"position": self.position, "next_id": self.next_id, "context": self.context,
+                "last_text": self.last_text, "language": self.language,
+                "segments": [seg.to_dict() for seg in self.segments]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ResumePoint":
+        return cls(int(d["position"]), int(d["next_id"]), [int(t) for t in d["context"]], str(d["last_text"]),
+                   d.get("language"), [Segment.from_dict(x) for x in d["segments"]])
+
+
+WindowCallback = Callable[[ResumePoint], None]
+
+
 @dataclass
 class _RunState:
     """What the loop has done so far, kept beside the generator for stats."""
@@ -85,12 +113,22 @@ class Transcriber:
         self.options = options or TranscribeOptions()
         self.decoder = WindowDecoder(loaded)
         self._state = _RunState()
+        self.point = ResumePoint()
+        self._on_window: WindowCallback | None = None
 
     # -- public API ------------------------------------------------------------------------
     def segments(self, path: str | Path, progress: ProgressCallback | None = None,
-                 cancel: CancelToken | None = None) -> Iterator[Segment]:
-        """Yield segments of `path` as they are decoded; raises engine.audio.AudioError on bad input."""
+                 cancel: CancelToken | None = None, resume: ResumePoint | None = None,
+                 on_window: WindowCallback | None = None) -> Iterator[Segment]:
+        """Yield segments of `path` as they are decoded; raises engine.audio.AudioError on bad input.
+
+        `resume` continues an interrupted run (its segments are not yielded again); `on_window`
+        receives the resume point after every window, for checkpoints.
+        """
         self._state = _RunState()
+        self.point = resume or ResumePoint()
+        self._state.language = self.point.language
+        self._on_window = on_window
         self.decoder.kv_peak = type(self.decoder.kv_peak)()
         if self.loaded.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.loaded.device)
@@ -103,13 +141,16 @@ class Transcriber:
 
     def transcribe(self, path: str | Path, progress: ProgressCallback | None = None,
                    cancel: CancelToken | None = None,
-                   on_segment: Callable[[Segment], None] | None = None) -> Transcript:
+                   on_segment: Callable[[Segment], None] | None = None,
+                   resume: ResumePoint | None = None, on_window: WindowCallback | None = None) -> Transcript:
         """Transcribe a whole file; `complete` is False when cancelled part-way."""
-        segments: list[Segment] = []
-        for seg in self.segments(path, progress, cancel):
-            segments.append(seg)
+        if on_segment and resume:
+            for seg in resume.segments:
+                on_segment(seg)
+        for seg in self.segments(path, progress, cancel, resume, on_window):
             if on_segment:
                 on_segment(seg)
+        segments = list(self.point.segments)
         complete = not (cancel and cancel.cancelled)
         duration = self._state.duration
         return Transcript(file=str(path), duration=duration, language=self._state.language,
@@ -141,14 +182,14 @@ class Transcriber:
                 self._state.language = "en"
         return self._state.language if self.loaded.settings.multilingual else None
 
-    def _decode_with_fallback(self, enc: torch.Tensor, prompt: list[int] | None) -> DecodeResult:
+    def _decode_with_fallback(self, enc: torch.Tensor, prompt: list[int] | None, seed: int = 0) -> DecodeResult:
         o = self.options
         base = DecodeOptions(task=o.task, language=self._language(enc), beam_size=o.beam_size, best_of=o.best_of,
                              patience=o.patience, length_penalty=o.length_penalty,
                              without_timestamps=o.without_timestamps)
         result = None
         for t in o.temperatures:
-            result = self.decoder.decode(enc, replace(base, temperature=t), prompt)[0]
+            result = self.decoder.decode(enc, replace(base, temperature=t, seed=seed), prompt)[0]
             too_repetitive = o.compression_ratio_threshold is not None and result.compression_ratio > o.compression_ratio_threshold
             too_unlikely = o.logprob_threshold is not None and result.avg_logprob < o.logprob_threshold
             silent = o.no_speech_threshold is not None and result.no_speech_prob > o.no_speech_threshold
@@ -165,7 +206,16 @@ class Transcriber:
             return False
         return not (o.logprob_threshold is not None and r.avg_logprob > o.logprob_threshold)
 
+    def _emit(self, seg: Segment) -> Segment:
+        self.point.segments.append(seg)
+        self.point.next_id = seg.id + 1
+        return seg
+
     def _report(self, progress: ProgressCallback | None, done_frames: int, total_frames: int) -> None:
+        self.point.position = done_frames
+        self.point.language = self._state.language
+        if self._on_window:
+            self._on_window(self.point)
         self._state.windows += 1
         self._state.sample_rss()
         if progress:
@@ -177,14 +227,10 @@ class Transcriber:
     def _sequential(self, reader: AudioReader, progress, cancel) -> Iterator[Segment]:
         s = self.loaded.settings
         tok = self.loaded.tokenizer
-        all_tokens: list[int] = []
-        if self.options.initial_prompt:
-            all_tokens = tok.encode(" " + self.options.initial_prompt.strip(), add_special_tokens=False)
-        prompt_reset = len(all_tokens)
-        seg_id = 0
-        seek = 0
-        last_text = ""
-        while seek < (total_frames := _frames(reader)):
+        pt = self.point
+        if pt.position == 0 and self.options.initial_prompt:
+            pt.context = tok.encode(" " + self.options.initial_prompt.strip(), add_special_tokens=False)
+        while (seek := pt.position) < (total_frames := _frames(reader)):
             if cancel and cancel.cancelled:
                 log.info("cancelled at %.1f s", seek / FRAMES_PER_SECOND)
                 return
@@ -192,42 +238,39 @@ class Transcriber:
             audio = reader.read(seek * HOP_LENGTH, segment_frames * HOP_LENGTH)
             offset = seek / FRAMES_PER_SECOND
             if is_digital_silence(audio):
-                seek += segment_frames
-                self._report(progress, seek, total_frames)
+                self._report(progress, seek + segment_frames, total_frames)
                 continue
             enc = self.decoder.encode(self._mel([audio]))
-            prompt = all_tokens[prompt_reset:] if all_tokens[prompt_reset:] else None
-            result = self._decode_with_fallback(enc, prompt)
+            prompt = pt.context or None
+            result = self._decode_with_fallback(enc, prompt, seed=seek)
             if self._is_silence(result):
-                seek += segment_frames
-                self._report(progress, seek, total_frames)
+                self._report(progress, seek + segment_frames, total_frames)
                 continue
             pieces, advance = split_segments(result.tokens, s.timestamp_begin, segment_frames)
-            if prompt and _echoes(pieces, last_text, tok, s.eot):
+            if prompt and _echoes(pieces, pt.last_text, tok, s.eot):
                 # The window repeats the sentence just emitted: the prompt, not the audio, is
                 # talking (a known Whisper failure on repetitive speech). Decode it afresh.
                 log.info("window at %.1f s echoed the previous text; decoding it without the prompt", offset)
-                result = self._decode_with_fallback(enc, None)
+                result = self._decode_with_fallback(enc, None, seed=seek)
                 pieces, advance = split_segments(result.tokens, s.timestamp_begin, segment_frames)
-                prompt_reset = len(all_tokens)
-            seek += advance
+                pt.context = []
             for start, end, toks in pieces:
                 text = tok.decode([t for t in toks if t < s.eot])
                 if end <= start or not text.strip():
                     continue
-                yield Segment(seg_id, round(offset + start, 3), round(offset + end, 3), text, tuple(toks),
-                              result.avg_logprob, result.compression_ratio, result.no_speech_prob, result.temperature)
-                seg_id += 1
-                last_text = text
-            all_tokens.extend(result.tokens)
+                yield self._emit(Segment(pt.next_id, round(offset + start, 3), round(offset + end, 3), text,
+                                         tuple(toks), result.avg_logprob, result.compression_ratio,
+                                         result.no_speech_prob, result.temperature))
+                pt.last_text = text
             if not self.options.condition_on_previous_text or result.temperature > 0.5:
-                prompt_reset = len(all_tokens)
-            self._report(progress, seek, total_frames)
+                pt.context = []
+            else:
+                pt.context = (pt.context + result.tokens)[-CONTEXT_TOKENS:]
+            self._report(progress, seek + advance, total_frames)
 
     # -- batched mode ------------------------------------------------------------------------
     def _batched(self, reader: AudioReader, progress, cancel) -> Iterator[Segment]:
-        seg_id = 0
-        next_start = 0
+        next_start = self.point.position
         while next_start < (total_frames := _frames(reader)):
             if cancel and cancel.cancelled:
                 return
@@ -243,9 +286,8 @@ class Transcriber:
             for (start_frame, n, audio), result in zip(windows, results):
                 if self._is_silence(result) or is_digital_silence(audio):
                     continue
-                for seg in self._window_segments(result, start_frame, n, seg_id):
-                    seg_id += 1
-                    yield seg
+                for seg in self._window_segments(result, start_frame, n, self.point.next_id):
+                    yield self._emit(seg)
             self._report(progress, next_start, total_frames)
 
     def _window_segments(self, result: DecodeResult, start_frame: int, n: int, first_id: int) -> list[Segment]:
@@ -276,7 +318,7 @@ class Transcriber:
             bad = (o.compression_ratio_threshold is not None and r.compression_ratio > o.compression_ratio_threshold) or (
                 o.logprob_threshold is not None and r.avg_logprob < o.logprob_threshold)
             if bad and len(o.temperatures) > 1:
-                results[i] = self._decode_with_fallback(enc[i : i + 1], None)
+                results[i] = self._decode_with_fallback(enc[i : i + 1], None, seed=i)
         return results
 
 
