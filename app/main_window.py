@@ -17,7 +17,7 @@ from app.jobs.job import Job
 from app.jobs.table_model import JobTableModel
 from app.settings import AppSettings
 from app.widgets.drop_zone import DropZone, local_paths
-from app.widgets.export_bar import ExportBar
+from app.widgets.export_bar import ExportBar, OutputFolder
 from app.widgets.job_panel import JobPanel
 from app.widgets.memory_status import MemoryStatus
 from app.widgets.model_panel import ModelPanel
@@ -41,7 +41,8 @@ class MainWindow(QMainWindow):
         self._owns_worker = worker is None
         self.worker = worker or WorkerClient(self)
         self.jobs = JobTableModel(self)
-        self.controller = JobController(self.jobs, self.worker, self.settings.output_dir, self.settings.models_dir, self)
+        self.controller = JobController(self.jobs, self.worker, self.settings.output_dir, self.settings.models_dir,
+                                        self)
         self.controller.choice = self.settings.model_choice
         self.conversion = ConversionRunner(self.settings.models_dir, self)
         self.player = Player(self)
@@ -63,12 +64,14 @@ class MainWindow(QMainWindow):
         left_layout.addWidget(self.drop_zone)
         left_layout.addWidget(self.model_panel)
         left_layout.addWidget(self.task_row)
+        self.output_folder = OutputFolder(self.settings.output_dir)
+        left_layout.addWidget(self.output_folder)
         left_layout.addStretch(1)
-        left.setMinimumWidth(280)
+        left.setMinimumWidth(260)
 
         self.job_panel = JobPanel(self.jobs)
         self.transcript = TranscriptView()
-        self.export_bar = ExportBar(self.settings.output_dir)
+        self.export_bar = ExportBar()
         bottom = QWidget()
         bottom_layout = QVBoxLayout(bottom)
         bottom_layout.setContentsMargins(0, 0, 0, 0)
@@ -118,7 +121,7 @@ class MainWindow(QMainWindow):
         self.folder_action = self._action("Add &folder…", "Ctrl+Shift+O", self.open_folder, sp.SP_DirOpenIcon,
                                           "Add every recording in a folder")
         self.export_action = self._action("&Export all formats", "Ctrl+E", lambda: self.export_selected(None),
-                                          sp.SP_DialogSaveButton, "Export the selected transcript as TXT, SRT, VTT, JSON")
+                                          sp.SP_DialogSaveButton, "Export the selected transcript in every format")
         self.find_action = self._action("&Find in transcript", QKeySequence.StandardKey.Find,
                                         self.transcript.focus_search)
         self.compare_action = self._action("&Compare stock vs MLA…", "Ctrl+Shift+C", self.open_compare,
@@ -160,7 +163,7 @@ class MainWindow(QMainWindow):
         self.job_panel.moveRequested.connect(c.move)
         self.transcript.segmentClicked.connect(self._play_from)
         self.export_bar.exportRequested.connect(self.export_selected)
-        self.export_bar.outputDirChanged.connect(self._set_output_dir)
+        self.output_folder.changed.connect(self._set_output_dir)
         self.model_panel.changed.connect(self._set_choice)
         self.model_panel.customModelsChanged.connect(lambda items: setattr(self.settings, "custom_models", items))
         self.model_panel.convertRequested.connect(self.start_conversion)
@@ -235,7 +238,7 @@ class MainWindow(QMainWindow):
     def _job_changed(self, job_id: int) -> None:
         job = self.selected_job()
         if job is not None and job.id == job_id:
-            if job.transcript is not None and len(job.transcript.segments) != len(self.transcript._segments):
+            if job.transcript is not None and len(job.transcript.segments) != self.transcript.segment_count:
                 self._show_job(job)  # the final transcript replaces the live one
             self.transcript.set_title(self._title(job))
             self.export_bar.set_export_enabled(bool(job.segments))
@@ -273,8 +276,10 @@ class MainWindow(QMainWindow):
         self.settings.output_dir = path
 
     def _hello(self, m: dict) -> None:
-        self.memory_status.set_gpu(m.get("gpu") or {})
+        gpu = m.get("gpu") or {}
+        self.memory_status.set_gpu(gpu)
         self.model_panel.set_bundled_available(m.get("bundled") or {})
+        self.model_panel.set_gpu_available(bool(gpu.get("available")), gpu.get("reason") or "")
 
     def _model_loaded(self, m: dict) -> None:
         info = m.get("info") or {}
@@ -337,7 +342,7 @@ class MainWindow(QMainWindow):
         self.settings.save_state("main_split", self.main_split.saveState())
         self.settings.save_state("right_split", self.right_split.saveState())
         self.settings.model_choice = self.model_panel.choice()
-        self.settings.output_dir = self.export_bar.output_dir
+        self.settings.output_dir = self.output_folder.output_dir
         self.settings.sync()
 
     def confirm_quit(self, n_jobs: int) -> bool:

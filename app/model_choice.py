@@ -62,7 +62,8 @@ class ModelChoice:
         """Everything that decides the loaded weights (not beam size or language): the worker's cache key."""
         d = {"source": self.source, "device": self.device, "kv_mode": self.kv_mode}
         if self.is_mla:
-            d.update(kv_reduction=None if self.rank else self.kv_reduction, rank=self.rank, exact_cross=self.exact_cross)
+            d.update(kv_reduction=None if self.rank else self.kv_reduction, rank=self.rank,
+                     exact_cross=self.exact_cross)
         return json.dumps(d, sort_keys=True)
 
     def conversion_name(self) -> str:

@@ -60,7 +60,6 @@ def run(app: QApplication, timeout_s: float = 300.0) -> int:
         saved = list(job.saved)
         window.confirm_quit = lambda n: True  # on timeout: stop the job without asking
         window.close()
-        window.deleteLater()
         app.processEvents()
         elapsed = time.monotonic() - start
         if timed_out:

@@ -33,6 +33,7 @@ import torch  # noqa: E402  (after common, which puts the repo on sys.path)
 
 from engine.mla.calibrate import DEFAULT_CALIBRATION, features_for_files  # noqa: E402
 from engine.mla.convert import convert_model  # noqa: E402
+from engine.mla.cross import shares_encoder_output  # noqa: E402
 from engine.mla.decode import decode_prompt, greedy_decode, new_cache  # noqa: E402
 from engine.model_sources import resolve_model  # noqa: E402
 from engine.results import KVCacheBytes  # noqa: E402
@@ -112,20 +113,28 @@ def transcribe_all(model, tokenizer, feats: list[torch.Tensor]) -> tuple[list[st
 
 @torch.inference_mode()
 def step_times(models: dict[str, torch.nn.Module], enc: torch.Tensor, batch: int, steps: int, reps: int) -> dict[str, float]:
-    """Best-of-`reps` CPU ms per decoder step (decoder layers + output projection), interleaved."""
+    """Best-of-`reps` CPU ms per decoder step (decoder layers + output projection), interleaved.
+
+    With batch > 1 the rows are beams of one window: the cache is reordered every step as
+    beam search does (stock then copies its cross-attention K/V too).
+    """
     best = {k: float("inf") for k in models}
-    e = enc.repeat_interleave(batch, 0)
+    repeated = enc.repeat_interleave(batch, 0)
     prompt = decode_prompt(next(iter(models.values())))
     for _ in range(reps):
         for name, model in models.items():
+            e = enc if shares_encoder_output(model) else repeated  # exact cross: no copies per beam
             cache = new_cache()
             ids = torch.tensor([prompt] * batch)
             out = model.model.decoder(input_ids=ids, encoder_hidden_states=e, cache=cache, use_cache=True)
             ids = model.proj_out(out.last_hidden_state[:, -1]).argmax(-1)[:, None]
+            order = torch.arange(batch).roll(1)  # beam search reorders the cache every step
             t0 = time.process_time()
             for _ in range(steps):
                 out = model.model.decoder(input_ids=ids, encoder_hidden_states=e, cache=cache, use_cache=True)
                 ids = model.proj_out(out.last_hidden_state[:, -1]).argmax(-1)[:, None]
+                if batch > 1:
+                    cache.reorder_cache(order)
             best[name] = min(best[name], (time.process_time() - t0) * 1000 / steps)
     return best
 
@@ -144,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=96, help="decoder steps per speed measurement")
     ap.add_argument("--reps", type=int, default=5, help="speed repeats (best of)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--speed-threads", type=int, default=1,
+                    help="torch threads while timing decoder steps (1: CPU time is not inflated by spinning)")
     ap.add_argument("--json", default=None, help="write all numbers (and transcripts) here")
     args = ap.parse_args(argv)
     if args.threads:
@@ -188,9 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     progress("decode speed ...")
     with torch.inference_mode():
         enc = stock.model.encoder(window).last_hidden_state
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.speed_threads)
     for batch, attr in ((1, "ms_step_b1"), (5, "ms_step_b5")):
         for name, ms in step_times(models, enc, batch, args.steps, args.reps).items():
             setattr(rows[name], attr, ms)
+    torch.set_num_threads(threads)
 
     s = rows["stock"]
     headers = ["variant", "self KiB g", "cross KiB g", "self MiB b5", "cross MiB b5", "total b5 vs stock",
@@ -204,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r.ms_step_b1:.2f}", f"{s.ms_step_b1 / r.ms_step_b1:.3f}x",
                       f"{r.ms_step_b5:.2f}", f"{s.ms_step_b5 / r.ms_step_b5:.3f}x"])
     print(f"\nWhisper-MLA on {loaded.info.name} (d={d}), {len(utts)} LibriSpeech utterances, greedy; "
-          f"KV at the end of a 30 s window (g = greedy, b5 = beam 5)")
+          f"KV at the end of a 30 s window (g = greedy, b5 = beam 5); decoder-step CPU time with "
+          f"{args.speed_threads} thread(s), {args.steps} steps, best of {args.reps}, stock/variant = speed")
     print(format_table(headers, table))
     if args.json:
         out = Path(args.json)

@@ -36,7 +36,7 @@ import bisect
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,14 +179,21 @@ def _span_owner(spans: list[common.RefSpan]):
 
 
 def timeline_words(spans: list[common.RefSpan], segments) -> list[list[str]]:
-    """Hypothesis words per reference span, each word placed evenly in time inside its segment."""
+    """Hypothesis words per reference span.
+
+    Segments only have start/end times, so each word is placed inside its segment in proportion
+    to the characters before its middle (long words take longer to say than short ones).
+    """
     owner = _span_owner(spans)
     out: list[list[str]] = [[] for _ in spans]
     for start, end, text, *_ in segments:
         words = text.split()
-        for k, w in enumerate(words):
-            t = start + (k + 0.5) / len(words) * max(0.0, end - start)
-            out[owner(t)].append(w)
+        total = sum(len(w) + 1 for w in words)
+        before = 0
+        for w in words:
+            t = start + (before + (len(w) + 1) / 2) / total * max(0.0, end - start)
+            before += len(w) + 1
+            out[owner(t)].append(_unbracket(w))
     return out
 
 
@@ -222,9 +229,15 @@ def aligned_span_wer(spans: list[common.RefSpan], hyp_text: str) -> list[float]:
     return [e / k if k else 0.0 for e, k in zip(errors, n)]
 
 
+def _unbracket(text: str) -> str:
+    """Whisper's normaliser deletes text in (parentheses) and [brackets]; keep it for the per-utterance check."""
+    return text.translate(str.maketrans("()[]", "    "))
+
+
 def timeline_check(spans: list[common.RefSpan], run: Run) -> dict[str, Any]:
+    spans = [replace(s, text=_unbracket(s.text)) for s in spans]
     words = timeline_words(spans, run.segments)
-    aligned = aligned_span_wer(spans, run.text)
+    aligned = aligned_span_wer(spans, _unbracket(run.text))
     flagged = []
     for i, (span, hw) in enumerate(zip(spans, words)):
         w = common.wer([span.text], [" ".join(hw)])
@@ -315,8 +328,9 @@ def print_timeline(set_name: str, beam: int, checks: dict[str, dict[str, Any]], 
               f" {len(c['flagged'])} reference utterances with timeline WER > {int(100 * TIMELINE_WER_LIMIT)}%;"
               f" {len(c['repeats'])} repeated segments")
         for fl in c["flagged"]:
+            kind = "dropped/garbled" if fl["aligned_wer"] > TIMELINE_WER_LIMIT else "words placed in a neighbour (timing)"
             print(f"    {fl['id']} [{fl['start']:.2f}-{fl['end']:.2f}] timeline WER {common.pct(fl['timeline_wer'], 0)}%"
-                  f" (timing-free {common.pct(fl['aligned_wer'], 0)}%), {fl['deletions']} deleted")
+                  f" (timing-free {common.pct(fl['aligned_wer'], 0)}%), {fl['deletions']} deleted: {kind}")
             if verbose or fl["aligned_wer"] > TIMELINE_WER_LIMIT:
                 print(f"      ref {common.normalize(fl['reference'])}")
                 print(f"      hyp {common.normalize(fl['hypothesis'])}")

@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine import cli_transcribe
 
     cli_transcribe.register(sub)
+    from engine import cli_compare
+
+    cli_compare.register(sub)
     for module in ("engine.mla.cli",):
         try:
             mod = __import__(module, fromlist=["register"])

@@ -9,6 +9,7 @@ stdout; files are written atomically.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -113,12 +114,9 @@ def run(args: argparse.Namespace) -> int:
         if not Path(out).parent.resolve().is_dir():
             print(f"error: {out}: folder does not exist", file=sys.stderr)
             return 2
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("error: --plot needs matplotlib: pip install 'whisper-mla[plot]'", file=sys.stderr)
-            return 2
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print("error: --plot needs matplotlib: pip install 'whisper-mla[plot]'", file=sys.stderr)
+        return 2
     from engine.compare import plot_comparison, run_comparison
 
     def progress(label: str, p) -> None:

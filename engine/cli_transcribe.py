@@ -14,6 +14,7 @@ from engine.audio import AudioError, probe
 from engine.checkpoint import Checkpoint
 from engine.export import export, parse_formats
 from engine.atomic import check_writable_dir
+from engine.batching import choose_batch_size, parse_batch_size
 from engine.model_sources import ModelSourceError
 from engine.results import Progress, Segment
 
@@ -29,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="txt,srt,vtt,json", help="comma-separated: txt,srt,vtt,json")
     p.add_argument("--out", default=".", help="output folder (default: current folder)")
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default); 5 = beam search like openai-whisper")
-    p.add_argument("--batch-size", type=int, default=1, help="decode N windows at once (GPU throughput)")
+    p.add_argument("--batch-size", type=parse_batch_size, default=1,
+                   help="decode N windows at once (GPU throughput); 'auto' = the largest that fits --memory-budget")
+    p.add_argument("--memory-budget", default=None,
+                   help="with --batch-size auto: memory to fit in, e.g. 6GB (default: free device memory minus a margin)")
     p.add_argument("--language", default=None, help="language code (multilingual models); default: detect")
     p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
     p.add_argument("--no-condition", action="store_true", help="do not condition each window on the previous text")
@@ -93,8 +97,13 @@ def run(args: argparse.Namespace) -> int:
     except ModelSourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    batch_size = args.batch_size
+    if batch_size == "auto":
+        batch_size = choose_batch_size(loaded, budget_bytes=args.memory_budget, beam_size=max(1, args.beam_size))
+        if not args.quiet:
+            print(f"batch size auto: {batch_size} windows at once", file=sys.stderr)
     options = TranscribeOptions(language=args.language, task=args.task, beam_size=max(1, args.beam_size),
-                                batch_size=max(1, args.batch_size), condition_on_previous_text=not args.no_condition,
+                                batch_size=max(1, batch_size), condition_on_previous_text=not args.no_condition,
                                 initial_prompt=args.initial_prompt)
     transcriber = Transcriber(loaded, options)
     failures = 0

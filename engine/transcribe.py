@@ -20,6 +20,7 @@ import psutil
 import torch
 
 from engine.audio import AudioReader
+from engine.batching import FallbackState, move_to_cpu, run_with_oom_fallback
 from engine.decoding import DecodeOptions, DecodeResult, WindowDecoder
 from engine.features import SAMPLE_RATE, FRAMES_PER_SECOND, HOP_LENGTH, INPUT_STRIDE, N_FRAMES, N_SAMPLES, TIME_PRECISION, log_mel
 from engine.model_sources import LoadedModel
@@ -129,6 +130,7 @@ class Transcriber:
         self.point = resume or ResumePoint()
         self._state.language = self.point.language
         self._on_window = on_window
+        self._oom = FallbackState(self.options.batch_size)
         self.decoder.kv_peak = type(self.decoder.kv_peak)()
         if self.loaded.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.loaded.device)
@@ -281,14 +283,31 @@ class Transcriber:
                 n = quiet_cut(audio) if next_start + N_FRAMES < total_frames else len(audio) // HOP_LENGTH
                 windows.append((next_start, n, audio[: n * HOP_LENGTH]))
                 next_start += n
-            enc = self.decoder.encode(self._mel([w[2] for w in windows]))
-            results = self._decode_batch(enc)
+            results = self._decode_windows_oom_safe([w[2] for w in windows])
             for (start_frame, n, audio), result in zip(windows, results):
                 if self._is_silence(result) or is_digital_silence(audio):
                     continue
                 for seg in self._window_segments(result, start_frame, n, self.point.next_id):
                     yield self._emit(seg)
             self._report(progress, next_start, total_frames)
+
+    def _decode_windows_oom_safe(self, audios: list) -> list[DecodeResult]:
+        """Decode windows in sub-batches; a CUDA OOM halves the sub-batch, at 1 the model moves to the CPU."""
+        def decode(idx: list[int]) -> list[DecodeResult]:
+            return self._decode_batch(self.decoder.encode(self._mel([audios[i] for i in idx])))
+
+        to_cpu = self._fall_back_to_cpu if self.loaded.device.type == "cuda" else None
+        results: list[DecodeResult] = []
+        for _, part in run_with_oom_fallback(decode, range(len(audios)), self._oom.batch_size,
+                                             to_cpu=to_cpu, state=self._oom):
+            results.extend(part)
+        return results
+
+    def _fall_back_to_cpu(self) -> None:
+        peak = self.decoder.kv_peak
+        self.loaded = move_to_cpu(self.loaded)
+        self.decoder = WindowDecoder(self.loaded)
+        self.decoder.kv_peak = peak
 
     def _window_segments(self, result: DecodeResult, start_frame: int, n: int, first_id: int) -> list[Segment]:
         """All text of an independently decoded window, the unfinished tail included."""

@@ -15,18 +15,18 @@ _ids = itertools.count(2_000_000)
 
 
 class CompareRunner(QObject):
-    sample = Signal(str, dict)  # label ("stock" / "mla"), MemorySample dict
+    sample = Signal(str, object)  # label ("stock" / "mla"), MemorySample dict
     segment = Signal(str, object)  # label, Segment
     progress = Signal(str, float, object)  # label, fraction, eta seconds or None
     stage = Signal(str)
-    finished = Signal(dict)  # ComparisonReport dict
+    finished = Signal(object)  # ComparisonReport dict
     failed = Signal(str)
     cancelled = Signal()
 
     def __init__(self, models_dir: Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.models_dir = Path(models_dir)
-        self.worker = WorkerClient(self, cancel_grace_s=20.0)
+        self.worker = WorkerClient(self)
         self.worker.event.connect(self._on_event)
         self.worker.crashed.connect(lambda job, text: self._end(job, self.failed, text))
         self.job: int | None = None

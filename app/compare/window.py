@@ -96,8 +96,9 @@ class CompareWindow(QWidget):
         self.split.addWidget(upper)
         self.split.addWidget(self.diff)
         self.split.setStretchFactor(0, 3)
-        self.split.setStretchFactor(1, 2)
+        self.split.setStretchFactor(1, 1)
         self.split.setChildrenCollapsible(False)
+        self.split.setSizes([540, 240])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(status)
@@ -120,7 +121,8 @@ class CompareWindow(QWidget):
     # -- inputs ----------------------------------------------------------------------------------
     def set_file(self, path: Path | None) -> None:
         self.path = Path(path) if path else None
-        self.file_label.set_full_text(f"File: {self.path.name}" if self.path else "No file chosen", str(self.path or ""))
+        text = f"File: {self.path.name}" if self.path else "No file chosen"
+        self.file_label.set_full_text(text, str(self.path or ""))
         self._sync_buttons()
 
     def set_choice(self, choice: ModelChoice) -> None:
@@ -189,7 +191,8 @@ class CompareWindow(QWidget):
         for label in ("stock", "mla"):
             run = report.get(label) or {}
             self.kv_chart.set_exact_peak(label, (run.get("kv_cache_peak_bytes") or {}).get("self"))
-            self.mem_chart.set_exact_peak(label, run.get("peak_device_bytes") if self._gpu else run.get("peak_rss_bytes"))
+            memory_peak = run.get("peak_device_bytes") if self._gpu else run.get("peak_rss_bytes")
+            self.mem_chart.set_exact_peak(label, memory_peak)
         self.kv_chart.redraw()
         self.mem_chart.redraw()
         self.summary.final(report)

@@ -30,9 +30,9 @@ class JobController(QObject):
     segmentAdded = Signal(int, object)  # job id, engine.results.Segment
     jobChanged = Signal(int)  # status / progress of a job changed
     jobFinished = Signal(int)  # done, cancelled or failed
-    memorySample = Signal(dict)  # the worker's latest memory sample (MemorySample dict + kv_bytes)
-    modelLoaded = Signal(dict)  # {info: ModelInfo dict, device: str}
-    workerHello = Signal(dict)
+    memorySample = Signal(object)  # the worker's latest memory sample (MemorySample dict + kv_bytes)
+    modelLoaded = Signal(object)  # {info: ModelInfo dict, device: str}
+    workerHello = Signal(object)
     notice = Signal(str)  # one line for the status bar
 
     def __init__(self, model: JobTableModel, worker: WorkerClient, output_dir: Path, models_dir: Path,

@@ -27,7 +27,10 @@ class ConversionRunner(QObject):
     def __init__(self, models_dir: Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.models_dir = Path(models_dir)
-        self.worker: WorkerClient | None = None
+        # One client for the runner's life; its process exists only while a conversion runs.
+        self.worker = WorkerClient(self, cancel_grace_s=0.5)
+        self.worker.event.connect(self._on_event)
+        self.worker.crashed.connect(lambda _job, text: self._end(self.failed, text))
         self.job: int | None = None
 
     @property
@@ -42,16 +45,13 @@ class ConversionRunner(QObject):
 
             choice = replace(choice, kv_mode="mla")
         out = self.models_dir / choice.conversion_name()
-        self.worker = WorkerClient(self, cancel_grace_s=0.5)
-        self.worker.event.connect(self._on_event)
-        self.worker.crashed.connect(lambda _job, text: self._end(self.failed, text))
         self.job = next(_ids)
         self.stage.emit("Starting conversion")
         self.worker.submit(P.msg(P.CONVERT, self.job, model=choice.to_dict(), out_dir=str(out)))
         return out
 
     def cancel(self) -> None:
-        if self.worker is not None and self.job is not None:
+        if self.job is not None:
             self.worker.cancel(self.job, grace_s=0.2)
 
     def _on_event(self, m: dict) -> None:
@@ -69,14 +69,9 @@ class ConversionRunner(QObject):
 
     def _end(self, signal, *args) -> None:
         self.job = None
-        worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.shutdown(timeout_s=2.0)
-            worker.deleteLater()
+        self.worker.shutdown(timeout_s=2.0)  # frees the conversion's memory at once
         signal.emit(*args)
 
     def shutdown(self) -> None:
-        if self.worker is not None:
-            self.worker.shutdown(timeout_s=1.0)
-            self.worker = None
-            self.job = None
+        self.job = None
+        self.worker.shutdown(timeout_s=1.0)

@@ -10,6 +10,7 @@ COLUMNS = ("File", "Duration", "Status", "Progress", "ETA", "Model / KV cache")
 FILE, DURATION, STATUS, PROGRESS, ETA, MODEL = range(len(COLUMNS))
 ProgressRole = Qt.ItemDataRole.UserRole + 1  # float 0..1 for the progress delegate
 JobRole = Qt.ItemDataRole.UserRole + 2
+_ROOT = QModelIndex()
 
 
 class JobTableModel(QAbstractTableModel):
@@ -34,7 +35,13 @@ class JobTableModel(QAbstractTableModel):
         return next((i for i, j in enumerate(self._jobs) if j is job), -1)
 
     def next_queued(self) -> Job | None:
-        return next((j for j in self._jobs if j.status is Status.QUEUED), None)
+        """The first queued job in table order; None while an earlier job is still being checked."""
+        for j in self._jobs:
+            if j.status is Status.QUEUED:
+                return j
+            if j.status is Status.CHECKING:
+                return None
+        return None
 
     # -- changes ----------------------------------------------------------------------------
     def add(self, jobs: list[Job]) -> None:
@@ -74,10 +81,10 @@ class JobTableModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
 
     # -- Qt model ---------------------------------------------------------------------------
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
         return 0 if parent.isValid() else len(self._jobs)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):

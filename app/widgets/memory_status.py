@@ -1,10 +1,12 @@
 """Status bar: device, model, and the worker's memory right now (RSS, KV cache, GPU)."""
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QWidget
 
 from app import formatting as fmt
 from app.model_choice import ModelChoice
+from app.widgets.elided_label import ElidedLabel
 
 NO_GPU = "GPU memory: {reason}; showing process memory and KV-cache bytes"
 
@@ -30,7 +32,7 @@ class MemoryStatus(QWidget):
         self.model = QLabel("Model: —")
         self.rss = QLabel("RSS: —")
         self.kv = QLabel("KV cache: —")
-        self.gpu = QLabel("GPU memory: checking…")
+        self.gpu = ElidedLabel("GPU memory: checking…", Qt.TextElideMode.ElideRight)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 0, 4, 0)
         for i, w in enumerate((self.device, self.model, self.rss, self.kv, self.gpu)):
@@ -39,7 +41,7 @@ class MemoryStatus(QWidget):
                 sep.setFrameShape(QFrame.Shape.VLine)
                 sep.setFrameShadow(QFrame.Shadow.Sunken)
                 layout.addWidget(sep)
-            layout.addWidget(w)
+            layout.addWidget(w, 1 if w is self.gpu else 0)
         self.rss.setToolTip("Resident memory of the transcription process (model, audio, activations)")
         self.kv.setToolTip("Bytes held right now by the decoder's key/value cache, read from the cache tensors")
         self.setAccessibleName("Memory status")
@@ -55,7 +57,7 @@ class MemoryStatus(QWidget):
 
     def set_gpu(self, gpu: dict) -> None:
         self._gpu = gpu
-        self.gpu.setText(gpu_text(gpu, None))
+        self.gpu.set_full_text(gpu_text(gpu, None))
         if self.device.text().endswith("starting…"):
             self.device.setText("Device: " + (gpu.get("name") or "GPU" if gpu.get("available") else "CPU"))
 
@@ -64,4 +66,4 @@ class MemoryStatus(QWidget):
         kv = int(sample.get("kv_bytes") or 0)
         self._kv_peak = max(self._kv_peak, kv)
         self.kv.setText(f"KV cache: {fmt.nbytes(kv)} (peak {fmt.nbytes(self._kv_peak)})")
-        self.gpu.setText(gpu_text(self._gpu, sample))
+        self.gpu.set_full_text(gpu_text(self._gpu, sample))

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QInputDialog,
-                               QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+                               QLabel, QPushButton, QSpinBox, QVBoxLayout)
 
 from app.model_choice import BUNDLED_MODELS, ModelChoice
 
 BUNDLED_LABELS = {"tiny.en": "Whisper tiny.en (bundled)", "base": "Whisper base, multilingual (bundled)"}
-PRESETS = ((0.75, "75% smaller (r = d/2)"), (0.875, "87.5% smaller (r = d/4)"), (None, "Custom rank…"))
+PRESETS = ((0.75, "75% smaller (r = d/2)"), (0.875, "87.5% smaller (r = d/4)"), (None, "Custom rank"))
 DEVICES = (("auto", "Auto (GPU if available)"), ("cpu", "CPU"), ("cuda", "NVIDIA GPU (CUDA)"))
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "tr", "ar", "hi", "ja", "ko", "zh")
 MLA_HINT = ("Whisper-MLA caches one small latent per token instead of full keys and values. "
@@ -36,8 +36,7 @@ class ModelPanel(QGroupBox):
         self._custom: list[str] = list(custom)
         self.source = QComboBox()
         self.source.setAccessibleName("Model")
-        self.source.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.source.setMinimumContentsLength(14)
+
         self.add_folder = QPushButton("Folder…")
         self.add_folder.setToolTip("Use a local model folder (Hugging Face, CTranslate2 or Whisper-MLA)")
         self.add_folder.setAccessibleName("Add model folder")
@@ -74,6 +73,10 @@ class ModelPanel(QGroupBox):
         for code in LANGUAGES:
             self.language.addItem(code, code)
         self.language.setAccessibleName("Language")
+        for combo in (self.source, self.cache, self.preset, self.device, self.language):
+            # narrow sidebars elide the closed combo; the popup still shows full names
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
         self.hint = QLabel(MLA_HINT)
         self.hint.setWordWrap(True)
         self.hint.setEnabled(False)
@@ -150,6 +153,14 @@ class ModelPanel(QGroupBox):
                 if item is not None:
                     item.setEnabled(False)
                     item.setToolTip("Not installed: pip install 'whisper-mla[base]'")
+
+    def set_gpu_available(self, available: bool, reason: str) -> None:
+        """Grey out the CUDA choice when the worker found no usable NVIDIA GPU (Auto then means CPU)."""
+        i = self.device.findData("cuda")
+        item = self.device.model().item(i) if i >= 0 else None
+        if item is not None:
+            item.setEnabled(available)
+            item.setToolTip("" if available else f"Not available here: {reason}")
 
     def _choose_folder(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Whisper model folder")

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QLineEdit, QPushButton, QTex
                                QWidget)
 
 from app import formatting as fmt
+from app.widgets.elided_label import ElidedLabel
 from engine.results import Segment
 
 MATCH = QColor(255, 222, 89)
@@ -20,8 +21,7 @@ class TranscriptView(QWidget):
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
-        self.title = QLabel("Transcript")
-        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        self.title = ElidedLabel("Transcript", Qt.TextElideMode.ElideRight)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search transcript (Ctrl+F)")
         self.search.setClearButtonEnabled(True)
@@ -62,7 +62,7 @@ class TranscriptView(QWidget):
 
     # -- content -------------------------------------------------------------------------------
     def show_segments(self, title: str, segments: list[Segment]) -> None:
-        self.title.setText(title)
+        self.title.set_full_text(title)
         self._segments = []
         self.browser.clear()
         for seg in segments:
@@ -70,7 +70,7 @@ class TranscriptView(QWidget):
         self._highlight()
 
     def set_title(self, title: str) -> None:
-        self.title.setText(title)
+        self.title.set_full_text(title)
 
     def append(self, seg: Segment, rehighlight: bool = True) -> None:
         bar = self.browser.verticalScrollBar()
@@ -85,6 +85,10 @@ class TranscriptView(QWidget):
             bar.setValue(bar.maximum())
         if rehighlight and self.search.text():
             self._rehighlight.start()
+
+    @property
+    def segment_count(self) -> int:
+        return len(self._segments)
 
     def plain_text(self) -> str:
         return "\n".join(s.text.strip() for s in self._segments)

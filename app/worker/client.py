@@ -4,6 +4,11 @@ Lifecycle: the process is spawned on the first request and reused; it loads mode
 one job at a time. `cancel` asks the running job to stop at its next window and kills the
 process if it has not stopped after a grace period. If the process dies, the job in flight
 gets an error event and the next request starts a fresh process.
+
+The kill is a fallback for a hung process, so its default grace (90 s) is longer than one
+30 s window takes with a large model on a slow CPU; the engine checks the cancel token
+before every window. Events travel as plain Python objects (`Signal(object)`), never
+converted to QVariantMap.
 """
 from __future__ import annotations
 
@@ -46,11 +51,11 @@ class _Proc:
 
 
 class WorkerClient(QObject):
-    event = Signal(dict)  # every message from the worker (see protocol), in order
-    hello = Signal(dict)  # the worker started: gpu, bundled models, pid
+    event = Signal(object)  # every message from the worker (see protocol), in order
+    hello = Signal(object)  # the worker started: gpu, bundled models, pid
     crashed = Signal(object, str)  # (job id or None, message): the process died unexpectedly
 
-    def __init__(self, parent: QObject | None = None, *, cancel_grace_s: float = 20.0,
+    def __init__(self, parent: QObject | None = None, *, cancel_grace_s: float = 90.0,
                  log_level: int = logging.WARNING) -> None:
         super().__init__(parent)
         self.cancel_grace_s = cancel_grace_s
@@ -107,7 +112,8 @@ class WorkerClient(QObject):
             return
         self._proc.cancel_id.value = job
         grace = self.cancel_grace_s if grace_s is None else grace_s
-        QTimer.singleShot(int(grace * 1000), lambda: self._kill_if_still(job))
+        # `self` as context: the timer dies with this object instead of calling into a deleted one
+        QTimer.singleShot(int(grace * 1000), self, lambda: self._kill_if_still(job))
 
     def _kill_if_still(self, job: int) -> None:
         self.poll()

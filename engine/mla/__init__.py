@@ -7,6 +7,8 @@ Public API (imported lazily so `import engine.mla` stays cheap and free of cycle
 * `save_mla_model(model, cfg, out_dir, tokenizer=..., feature_extractor=...)`,
   `load_mla_model(path, device, dtype) -> (model, MLAConfig)`, `is_mla_dir(path)`.
 * `kv_cache_bytes(cache) -> KVCacheBytes`: bytes of the tensors a decoder cache holds.
+* `shares_encoder_output(model)`: True when the decoder takes the encoder output un-repeated
+  for beams (exact cross-attention everywhere).
 * `MLAAttention`, `ExactCrossAttention`, `MLAConfig`, `set_attention_path`.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ _EXPORTS = {
     "MLAConfig": "engine.mla.config",
     "MLAAttention": "engine.mla.attention",
     "ExactCrossAttention": "engine.mla.cross",
+    "shares_encoder_output": "engine.mla.cross",
     "convert_model": "engine.mla.convert",
     "apply_structure": "engine.mla.convert",
     "set_attention_path": "engine.mla.convert",

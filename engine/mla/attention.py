@@ -52,6 +52,14 @@ class _Absorbed:
     o_bias: torch.Tensor | None  # fused only: W_o b_v + b_o
 
 
+def _version(t: torch.Tensor) -> int:
+    """In-place modification counter (inference-mode tensors have none and cannot change outside it)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return -1
+
+
 class MLAAttention(WhisperAttention):
     """Latent attention for one layer: decoder self-attention, cross-attention or encoder self-attention.
 
@@ -173,7 +181,7 @@ class MLAAttention(WhisperAttention):
         params = (self.q_proj.weight, self.q_proj.bias, self.k_up.weight, self.v_up.weight, self.v_up.bias,
                   self.out_proj.weight, self.out_proj.bias)
         fused = self.use_fused()
-        key = (fused,) + tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        key = (fused,) + tuple((p.data_ptr(), _version(p), p.dtype, p.device) for p in params)
         if self._absorbed is None or self._absorbed.key != key:
             self._absorbed = self._build_absorbed(key, fused)
         return self._absorbed

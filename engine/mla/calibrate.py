@@ -20,29 +20,33 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
+CONDITIONED_WEIGHT = 1.0  # weight of a conditioned sequence relative to a plain one (see calibration_sequences)
 DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "assets" / "samples" / "jfk_inaugural_excerpt.flac"
 
 
 @dataclass
 class Moments:
-    """Running sum of x x^T per (module kind, layer index)."""
+    """Weighted running sums of x and x x^T per key (module kind, layer index, "kv" | "q")."""
 
-    sums: dict[tuple[str, int], torch.Tensor] = field(default_factory=dict)
-    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    sums: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    firsts: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    counts: dict[tuple, float] = field(default_factory=dict)  # (weighted) rows
 
-    def add(self, key: tuple[str, int], x: torch.Tensor) -> None:
+    def add(self, key: tuple, x: torch.Tensor, weight: float = 1.0) -> None:
         x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
-        s = x.T @ x
+        s, f, n = weight * (x.T @ x), weight * x.sum(0), weight * x.shape[0]
         if key in self.sums:
             self.sums[key] += s
-            self.counts[key] += x.shape[0]
+            self.firsts[key] += f
+            self.counts[key] += n
         else:
-            self.sums[key], self.counts[key] = s, x.shape[0]
+            self.sums[key], self.firsts[key], self.counts[key] = s, f, n
 
-    def second_moment(self, key: tuple[str, int]) -> torch.Tensor | None:
-        if key not in self.sums:
-            return None
-        return self.sums[key] / max(1, self.counts[key])
+    def second_moment(self, key: tuple) -> torch.Tensor | None:
+        return self.sums[key] / max(1, self.counts[key]) if key in self.sums else None
+
+    def mean(self, key: tuple) -> torch.Tensor | None:
+        return self.firsts[key] / max(1, self.counts[key]) if key in self.firsts else None
 
 
 def load_audio_16k(path: str | Path) -> np.ndarray:
@@ -95,39 +99,89 @@ def _target_modules(model, kinds: tuple[str, ...]):
             yield kind, i, (layer.encoder_attn if kind == "cross" else layer.self_attn)
 
 
+def _text_tokens(tokens: list[int], eot: int) -> list[int]:
+    return [t for t in tokens if t < eot]
+
+
+def prompts(model) -> tuple[list[int], list[int]]:
+    """(plain prompt ending in <|notimestamps|>, timestamped prompt ending in <|0.00|>)."""
+    plain = decode_prompt(model)
+    no_ts = getattr(model.generation_config, "no_timestamps_token_id", None)
+    if no_ts is None:
+        return plain, plain
+    return plain, [t for t in plain if t != no_ts] + [int(no_ts) + 1]
+
+
+def calibration_sequences(model, transcripts: list[list[int]], timestamped: list[list[int]],
+                          history: list[list[int]] | None = None,
+                          conditioned_weight: float = CONDITIONED_WEIGHT) -> list[list[tuple[list[int], float]]]:
+    """Teacher-forcing (sequence, weight) pairs per window, shaped like real decoding.
+
+    Per window: the plain transcript after <|notimestamps|>; the timestamped transcript; and,
+    when the model has <|startofprev|>, the timestamped transcript conditioned on half a
+    context of previous text (`history`, default the transcripts, cycled) as long-form
+    decoding does, which covers the later decoder positions. The conditioned sequence is
+    long; its rows are weighted so that it counts `conditioned_weight` times a plain one.
+    """
+    gen = model.generation_config
+    eot = int(model.config.eos_token_id)
+    max_len = int(model.config.max_target_positions)
+    plain, ts_prompt = prompts(model)
+    sot_prev = getattr(gen, "prev_sot_token_id", None)
+    past = [t for toks in (history or transcripts) for t in _text_tokens(toks, eot)]
+    out = []
+    for toks, ts in zip(transcripts, timestamped):
+        seqs = [(plain + toks, 1.0), (ts_prompt + ts, 1.0)]
+        if sot_prev is not None and past and conditioned_weight > 0:
+            keep = max_len // 2 - 1
+            prev = (past * (keep // len(past) + 1))[-keep:]
+            cond = ([int(sot_prev)] + prev + ts_prompt + ts)[:max_len]
+            seqs.append((cond, conditioned_weight * len(plain + toks) / len(cond)))
+        out.append(seqs)
+    return out
+
+
 @torch.inference_mode()
 def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch_size: int = 4,
-                    max_new_tokens: int = 224) -> Moments:
-    """Second moments of the inputs of every attention module of the given kinds."""
+                    max_new_tokens: int = 224, conditioned_weight: float = CONDITIONED_WEIGHT) -> Moments:
+    """Input statistics of every attention module of the given kinds, on the model's own transcripts.
+
+    Keys: (kind, layer, "kv") for the key/value input, (kind, layer, "q") for the query input.
+    """
     moments = Moments()
     param = next(model.parameters())
-    prompt = decode_prompt(model)
+    plain, ts_prompt = prompts(model)
     handles = []
-    active = {"on": False}
+    state = {"on": False, "weight": 1.0}
 
-    def make_hook(key, is_cross):
+    def make_hook(kind, i):
         def hook(module, args, kwargs):
-            if not active["on"]:
+            if not state["on"]:
                 return
-            x = kwargs.get("key_value_states") if is_cross else (args[0] if args else kwargs["hidden_states"])
-            if x is not None:
-                moments.add(key, x)
+            hidden = args[0] if args else kwargs["hidden_states"]
+            moments.add((kind, i, "q"), hidden, state["weight"])
+            moments.add((kind, i, "kv"), kwargs["key_value_states"] if kind == "cross" else hidden, state["weight"])
         return hook
 
     for kind, i, module in _target_modules(model, kinds):
-        handles.append(module.register_forward_pre_hook(make_hook((kind, i), kind == "cross"), with_kwargs=True))
+        handles.append(module.register_forward_pre_hook(make_hook(kind, i), with_kwargs=True))
     try:
+        history: list[list[int]] = []
         for start in range(0, features.shape[0], batch_size):
             feats = features[start : start + batch_size].to(param.device, param.dtype)
-            active["on"] = "encoder-self" in kinds
+            state.update(on="encoder-self" in kinds, weight=1.0)
             enc = model.model.encoder(feats).last_hidden_state
-            active["on"] = False
-            result = greedy_decode(model, feats, prompt, max_new_tokens=max_new_tokens, encoder_output=enc)
-            for row, toks in enumerate(result.tokens):  # teacher forcing on the model's own transcript
-                ids = torch.tensor([prompt + toks], device=enc.device)
-                active["on"] = True
-                model.model.decoder(input_ids=ids, encoder_hidden_states=enc[row : row + 1], use_cache=False)
-                active["on"] = False
+            state["on"] = False
+            plains = greedy_decode(model, feats, plain, max_new_tokens=max_new_tokens, encoder_output=enc).tokens
+            stamped = greedy_decode(model, feats, ts_prompt, max_new_tokens=max_new_tokens, encoder_output=enc).tokens
+            history += plains
+            seqs = calibration_sequences(model, plains, stamped, history, conditioned_weight)
+            for row, pairs in enumerate(seqs):
+                for seq, weight in pairs:
+                    state.update(on=True, weight=weight)
+                    model.model.decoder(input_ids=torch.tensor([seq], device=enc.device),
+                                        encoder_hidden_states=enc[row : row + 1], use_cache=False)
+                    state["on"] = False
     finally:
         for h in handles:
             h.remove()

@@ -37,6 +37,7 @@ class MLAConfig:
     exact_cross: bool = False
     source: str = ""
     calibration_audio: list[str] = field(default_factory=list)
+    init_options: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -87,6 +88,7 @@ class MLAConfig:
             exact_cross=bool(d.get("exact_cross", False)),
             source=str(d.get("source", "")),
             calibration_audio=[str(a) for a in d.get("calibration_audio", [])],
+            init_options=dict(d.get("init_options", {})),
             created=str(d.get("created", "")),
             format_version=version,
         )

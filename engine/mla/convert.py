@@ -13,7 +13,7 @@ from engine.mla.attention import MLAAttention
 from engine.mla.calibrate import DEFAULT_CALIBRATION, Moments, collect_moments, features_for_files
 from engine.mla.config import MODULE_KINDS, MLAConfig, rank_for_reduction, reduction_for_rank
 from engine.mla.cross import ExactCrossAttention
-from engine.mla.factorize import factorize_kv, max_rank
+from engine.mla.factorize import factorize_kv, max_rank, output_row_weight
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def convert_model(
     *,
     calibration_audio: Iterable[str | Path] | None = None,
     source: str = "",
-    eps: float = 1e-4,
+    eps: float = 0.1,
+    weighting: str = "output",
+    key_scale: float = 1.0,
 ) -> MLAConfig:
     """Replace attention modules of a `WhisperForConditionalGeneration` in place.
 
@@ -63,7 +65,14 @@ def convert_model(
     `calibration_audio` files, else from the bundled sample recording. `exact_cross`
     replaces cross-attention by the cache-free exact module. Returns the record that
     `save_mla_model` writes; it is also set as `model.mla_config`.
+
+    Calibration knobs (defaults chosen on held-aside LJ Speech windows, not the benchmark
+    set): `eps` regularises the input second moment relative to its mean eigenvalue;
+    `weighting="output"` measures key errors through the queries and value errors through
+    the output projection ("none": plain activation-aware SVD); `key_scale` balances them.
     """
+    if weighting not in ("output", "none"):
+        raise ValueError(f"weighting must be 'output' or 'none', got {weighting!r}")
     modules = tuple(dict.fromkeys(modules))
     cfg = MLAConfig(modules=modules, init=init, exact_cross=exact_cross, source=source)  # validates names
     if not modules and not exact_cross:
@@ -83,13 +92,21 @@ def convert_model(
         log.info("calibrating on %d windows", calibration_features.shape[0])
         moments = collect_moments(model, calibration_features, modules)
         cfg.calibration_audio = audio_names
+        cfg.init_options = {"eps": eps, "weighting": weighting, "key_scale": key_scale,
+                            "windows": int(calibration_features.shape[0])}
 
     for kind in modules:
         ranks = []
         for i, layer, attr in _slots(model, kind):
             attn = getattr(layer, attr)
-            sigma = moments.second_moment((kind, i)) if moments is not None else None
-            low = factorize_kv(attn.k_proj.weight, attn.v_proj.weight, r, sigma, eps=eps)
+            sigma, weight = None, None
+            if moments is not None:
+                sigma = moments.second_moment((kind, i, "kv"))
+                if weighting == "output":
+                    weight = output_row_weight(attn.q_proj.weight, attn.q_proj.bias, attn.out_proj.weight,
+                                               attn.num_heads, moments.second_moment((kind, i, "q")),
+                                               moments.mean((kind, i, "q")), key_scale=key_scale, eps=eps)
+            low = factorize_kv(attn.k_proj.weight, attn.v_proj.weight, r, sigma, eps=eps, row_weight=weight)
             mla = MLAAttention.like(attn, low.rank)
             with torch.no_grad():
                 mla.kv_down.weight.copy_(low.down)

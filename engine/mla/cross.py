@@ -12,9 +12,10 @@ approximation, same parameters (q/k/v/out_proj), same state dict.
 
 Cost per query token: h*S*d multiply-adds for the scores and the same again for the
 context, against h*S*d_h for stock attention over cached K/V: more arithmetic, far less
-memory and memory traffic. When all rows of the batch share one encoder output (pass it
-with batch 1 or as an `expand`ed view) the whole batch, all heads and all queries are one
-matrix product against it.
+memory and memory traffic. The encoder output need not be repeated for beams: given
+(n, frames, d) for a decoder batch of n*g rows (g rows per window, repeat_interleave
+order), or an `expand`ed view of one window, all rows, heads and queries of a window are
+one matrix product against it (see `shares_encoder_output`).
 """
 from __future__ import annotations
 
@@ -63,18 +64,17 @@ class ExactCrossAttention(WhisperAttention):
         h, dh = self.num_heads, self.head_dim
         q = (self.q_proj(x) * self.scaling).view(b, tq, h, dh).transpose(1, 2)  # (b, h, tq, dh)
         qa = torch.matmul(q, self.k_proj.weight.view(h, dh, d))  # (b, h, tq, d): W_k,h^T q_h
-        shared = b > 1 and (enc.shape[0] == 1 or enc.stride(0) == 0)
-        if shared:
-            e = enc[:1]
-            rows = qa.reshape(1, b * h * tq, d)
-        elif enc.shape[0] == b:
-            e = enc
-            rows = qa.reshape(b, h * tq, d)
-        else:
-            raise ValueError(f"encoder batch {enc.shape[0]} does not match decoder batch {b}")
-        scores = torch.bmm(rows, e.transpose(1, 2)).view(b, h, tq, -1)
+        n = enc.shape[0]
+        if n == b and b > 1 and enc.stride(0) == 0:  # an expanded view of one window
+            enc, n = enc[:1], 1
+        if b % n:
+            raise ValueError(f"decoder batch {b} is not a multiple of the encoder batch {n}")
+        # rows i*g .. i*g+g-1 (g = b // n, repeat_interleave order) all attend over window i:
+        # fold them, their heads and queries into one matrix product per window
+        rows = qa.reshape(n, (b // n) * h * tq, d)
+        scores = torch.bmm(rows, enc.transpose(1, 2)).view(b, h, tq, -1)
         probs = masked_softmax(scores, attention_mask, is_causal=False)
-        ctx = torch.bmm(probs.view(e.shape[0], -1, probs.shape[-1]), e).view(b, h, tq, d)
+        ctx = torch.bmm(probs.view(n, -1, probs.shape[-1]), enc).view(b, h, tq, d)
         heads = torch.matmul(ctx, self._v_heads_t())  # (b, h, tq, dh)
         out = self.out_proj(heads.transpose(1, 2).reshape(b, tq, d) + self._v_bias())
         return out, (probs if output_attentions else None)
@@ -86,3 +86,13 @@ class ExactCrossAttention(WhisperAttention):
 
     def _v_bias(self) -> torch.Tensor | int:
         return self.v_proj.bias if self.v_proj.bias is not None else 0
+
+
+def shares_encoder_output(model) -> bool:
+    """True when every decoder cross-attention is exact: pass the encoder output un-repeated.
+
+    Then a decoder batch of n*g rows (g beams or samples per window, in repeat_interleave
+    order) takes the (n, frames, d) encoder output as is; stock modules need it repeated.
+    """
+    layers = model.model.decoder.layers
+    return len(layers) > 0 and all(isinstance(layer.encoder_attn, ExactCrossAttention) for layer in layers)

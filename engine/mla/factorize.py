@@ -35,17 +35,64 @@ def max_rank(d_model: int) -> int:
     return d_model
 
 
+def _regularised(m: torch.Tensor, eps: float) -> torch.Tensor:
+    m = 0.5 * (m + m.T)
+    n = m.shape[0]
+    return m + eps * (torch.trace(m) / n) * torch.eye(n, dtype=m.dtype, device=m.device)
+
+
+def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
+    vals, vecs = torch.linalg.eigh(m)
+    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+
+
+def output_row_weight(
+    w_q: torch.Tensor,
+    b_q: torch.Tensor | None,
+    w_o: torch.Tensor,
+    num_heads: int,
+    query_moment: torch.Tensor,
+    query_mean: torch.Tensor,
+    key_scale: float = 1.0,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """Block-diagonal (2d, 2d) row weight so errors are measured where they land.
+
+    Key rows of head h are weighted by E[q_h q_h^T]^(1/2) (the error of a score is
+    q_h . dk_h), value rows by (W_o,h^T W_o,h)^(1/2) (a value error reaches the residual
+    stream through the output projection). `key_scale` balances the two kinds of error.
+    """
+    d = w_q.shape[0]
+    dh = d // num_heads
+    f64 = torch.float64
+    wq, wo = w_q.to(f64) * dh**-0.5, w_o.to(f64)
+    bq = (b_q.to(f64) if b_q is not None else torch.zeros(d, dtype=f64)) * dh**-0.5
+    mu = query_mean.to(f64)
+    cross = torch.outer(wq @ mu, bq)
+    q_moment = wq @ query_moment.to(f64) @ wq.T + cross + cross.T + torch.outer(bq, bq)
+    m = torch.zeros(2 * d, 2 * d, dtype=f64)
+    for h in range(num_heads):
+        sl = slice(h * dh, (h + 1) * dh)
+        m[sl, sl] = key_scale * _sqrt_psd(_regularised(q_moment[sl, sl], eps))
+        wo_h = wo[:, sl]
+        m[d + h * dh : d + (h + 1) * dh, d + h * dh : d + (h + 1) * dh] = _sqrt_psd(_regularised(wo_h.T @ wo_h, eps))
+    return m
+
+
 def factorize_kv(
     w_k: torch.Tensor,
     w_v: torch.Tensor,
     rank: int,
     second_moment: torch.Tensor | None = None,
     eps: float = 1e-4,
+    row_weight: torch.Tensor | None = None,
 ) -> LowRankKV:
     """Factorise [w_k; w_v] (each (d, d)) to rank `rank`; calibrated when `second_moment` is given.
 
     `eps` regularises the second moment relative to its mean eigenvalue (trace / d), so
     directions never seen in calibration still get a little weight and L is invertible.
+    `row_weight` (2d, 2d, invertible; see `output_row_weight`) measures the error of the
+    outputs in a weighted norm: SVD of M W L, then W_up = M^{-1} U_r S_r.
     """
     d = w_k.shape[1]
     if rank > max_rank(d):
@@ -54,18 +101,19 @@ def factorize_kv(
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
     w = torch.cat([w_k, w_v], dim=0).detach().to(torch.float64)  # (2d, d)
+    m = row_weight.detach().to(torch.float64) if row_weight is not None else None
+    target = m @ w if m is not None else w
     if second_moment is None:
-        u, s, vh = torch.linalg.svd(w, full_matrices=False)
+        u, s, vh = torch.linalg.svd(target, full_matrices=False)
         down = vh[:rank]
     else:
-        sigma = second_moment.detach().to(torch.float64)
-        sigma = 0.5 * (sigma + sigma.T)
-        sigma = sigma + eps * (torch.trace(sigma) / d) * torch.eye(d, dtype=sigma.dtype, device=sigma.device)
-        chol = torch.linalg.cholesky(sigma)  # lower, sigma = L L^T
-        u, s, vh = torch.linalg.svd(w @ chol, full_matrices=False)
+        chol = torch.linalg.cholesky(_regularised(second_moment.detach().to(torch.float64), eps))  # sigma = L L^T
+        u, s, vh = torch.linalg.svd(target @ chol, full_matrices=False)
         # V_r^T L^{-1}: solve L^T X^T = V_r, i.e. X = (L^{-T} V_r)^T
         down = torch.linalg.solve_triangular(chol.T, vh[:rank].T, upper=True).T
     up = u[:, :rank] * s[:rank]
+    if m is not None:
+        up = torch.linalg.solve(m, up)
     energy = float((s[:rank] ** 2).sum() / (s**2).sum())
     dtype = w_k.dtype
     return LowRankKV(down.to(dtype).contiguous(), up[:d].to(dtype).contiguous(), up[d:].to(dtype).contiguous(), energy)

@@ -47,3 +47,22 @@ def test_expand_recurses_folders_for_media_only(tmp_path: Path, data_dir: Path):
     assert [p.name for p in found] == ["one.mp3", "two.MKV", "three.flac"]
     assert is_media(Path("x.OPUS")) and not is_media(Path("x.txt"))
     assert len(expand([data_dir])) == 5  # 4 flac + 1 wav; the .txt references are skipped
+
+
+def test_gui_process_never_imports_torch_and_worker_never_imports_qt():
+    """The layering rule: torch lives only in the worker process, Qt only in the GUI process."""
+    import subprocess
+    import sys
+
+    from gui_helpers import REPO
+
+    code = ("import sys, app.main_window, app.compare.window, app.self_test; "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
+            "import app.worker.process as p; p._handlers(); import app.worker.memory_feed; "
+            "print('ok')")
+    gui = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert gui.returncode == 0 and "ok" in gui.stdout, gui.stderr
+    code = ("import sys, app.worker.process as p; p._handlers(); import app.worker.memory_feed; "
+            "assert not any(m.startswith('PySide6') for m in sys.modules); print('ok')")
+    worker = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 0 and "ok" in worker.stdout, worker.stderr

@@ -1,9 +1,10 @@
 """The main window's queue through the real worker process: drop, transcribe, export, errors."""
 from __future__ import annotations
 
+import os
 import time
 
-from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
@@ -16,12 +17,12 @@ def drop(widget, paths) -> None:
     """Deliver a real drag-enter + drop carrying file URLs, as a file manager does."""
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    pos = QPoint(widget.width() // 2, widget.height() // 2)
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
     actions = Qt.DropAction.CopyAction
     enter = QDragEnterEvent(pos, actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, enter)
     assert enter.isAccepted()
-    event = QDropEvent(QPointF(pos), actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(pos, actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, event)
     assert event.isAccepted()
 
@@ -55,7 +56,7 @@ def test_job_completes_saves_and_exports(qtbot, window, settings):
     assert EXPECTED in normalise(job.text)
     # saved automatically into the output folder as soon as it finished
     out = settings.output_dir
-    assert sorted(p.name for p in job.saved) == sorted(f"jfk_inaugural_excerpt.{f}" for f in ("txt", "srt", "vtt", "json"))
+    assert sorted(p.name for p in job.saved) == [f"jfk_inaugural_excerpt.{f}" for f in ("json", "srt", "txt", "vtt")]
     assert EXPECTED in normalise((out / "jfk_inaugural_excerpt.txt").read_text())
     assert "-->" in (out / "jfk_inaugural_excerpt.srt").read_text()
     # the transcript pane shows timestamped segments; search highlights matches
@@ -66,7 +67,7 @@ def test_job_completes_saves_and_exports(qtbot, window, settings):
     # explicit export into another folder via the export bar
     for p in out.iterdir():
         p.unlink()
-    window.export_bar.set_output_dir(out / "exports")
+    window.output_folder.set_output_dir(out / "exports")
     window.export_bar.format_buttons["vtt"].click()
     assert (out / "exports" / "jfk_inaugural_excerpt.vtt").read_text().startswith("WEBVTT")
     window.export_bar.all_button.click()
@@ -78,12 +79,21 @@ def test_job_completes_saves_and_exports(qtbot, window, settings):
 
 
 def test_event_loop_stays_responsive_during_a_job(qtbot, window):
-    gaps, last = [], [time.perf_counter()]
+    """A 20 ms timer keeps firing while a job streams segments, progress and memory samples.
+
+    Wall-clock gaps also include time the OS gave to other processes; on a machine loaded
+    far beyond its cores, only the GUI thread's own CPU time per gap says whether the app
+    blocked it, so the wall-clock bound is then checked on the 99th percentile.
+    """
+    gaps: list[float] = []
+    busy: list[float] = []  # GUI-thread CPU seconds spent between two ticks
+    last = [time.perf_counter(), time.thread_time()]
 
     def tick() -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         gaps.append(now - last[0])
-        last[0] = now
+        busy.append(cpu - last[1])
+        last[:] = [now, cpu]
 
     timer = QTimer()
     timer.setInterval(20)
@@ -92,12 +102,15 @@ def test_event_loop_stays_responsive_during_a_job(qtbot, window):
     window.job_panel.select(job)  # the transcript pane grows live while we measure
     qtbot.waitUntil(lambda: job.status is Status.RUNNING or job.status.finished, timeout=60_000)
     timer.start()
-    last[0] = time.perf_counter()
+    last[:] = [time.perf_counter(), time.thread_time()]
     wait_finished(qtbot, job)
     timer.stop()
     assert job.status is Status.DONE, job.error
     assert len(gaps) > 20, "the job finished too fast to measure anything"
-    assert max(gaps) < 0.1, f"GUI thread blocked for {max(gaps) * 1000:.0f} ms"
+    assert max(busy) < 0.05, f"the GUI thread itself worked {max(busy) * 1000:.0f} ms without a break"
+    overloaded = os.getloadavg()[0] > 2 * (os.cpu_count() or 1)
+    worst = sorted(gaps)[int(0.99 * (len(gaps) - 1))] if overloaded else max(gaps)
+    assert worst < 0.1, f"timer gap of {worst * 1000:.0f} ms (machine overloaded: {overloaded})"
     assert "stew for dinner" in job.text
 
 
@@ -117,15 +130,16 @@ def test_bad_file_errors_and_next_job_runs(qtbot, window, bad_file):
 
 
 def test_cancel_stops_within_a_window_and_keeps_the_worker(qtbot, window, shared_worker, long_recording):
-    [job, after] = window.add_paths([long_recording, SHORT])
-    qtbot.waitUntil(lambda: len(job.segments) > 0, timeout=120_000)  # first 30 s window decoded
+    [job] = window.add_paths([long_recording])  # three 30 s windows
+    qtbot.waitUntil(lambda: job.status is Status.RUNNING, timeout=120_000)
+    qtbot.wait(1500)  # now well inside the first window (a window takes seconds even on a fast CPU)
+    assert not job.segments
     pid = shared_worker.pid
     window.job_panel.select(job)
     window.job_panel.buttons["cancel"].click()
     assert job.status is Status.CANCELLING
-    wait_finished(qtbot, job, timeout=60_000)
+    wait_finished(qtbot, job, timeout=90_000)  # one 30 s window at most (slow on a busy machine)
     assert job.status is Status.CANCELLED
-    assert 0 < job.fraction < 1 and job.segments  # partial transcript kept
+    assert 0 < job.fraction < 1 and job.segments  # stopped after a window; its transcript is kept
     assert shared_worker.pid == pid  # stopped by the cancel token, not by killing the process
-    wait_finished(qtbot, after)
-    assert after.status is Status.DONE, after.error
+    assert shared_worker.idle

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.compare import ComparisonReport, run_comparison, word_diff
+from engine.compare import run_comparison, word_diff
 from engine.transcribe import CancelToken
 
 CLIP = "1089-134691-0000"  # 2 s: "He could wait no longer."
