@@ -136,6 +136,19 @@ def _bundled_folder(name: str) -> Path:
     return _import_cached(name, src, parts)
 
 
+def bundled_available() -> dict[str, bool]:
+    """{bundled name: usable here}: pre-imported into a frozen bundle, or its packages installed."""
+    frozen = frozen_models_dir()
+    out = {}
+    for name, (package, _sub, parts) in BUNDLED.items():
+        if frozen and (frozen / name / "model.safetensors").is_file():
+            out[name] = True
+            continue
+        packages = [package] + [p.split("/", 1)[0] for p in parts if "/" in p]
+        out[name] = all(importlib.util.find_spec(p) is not None for p in packages)
+    return out
+
+
 def _hf_folder_check(folder: Path) -> None:
     cfg = folder / "config.json"
     if not cfg.is_file():

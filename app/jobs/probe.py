@@ -16,8 +16,11 @@ class _ProbeTask(QRunnable):
         self.job_id, self.path, self.signals = job_id, path, signals
 
     def run(self) -> None:
-        from engine.audio import AudioError, probe
-
+        try:
+            from engine.audio import AudioError, probe  # inside the try: a broken install must not hang the job
+        except Exception as e:
+            self.signals.done.emit(self.job_id, None, f"Cannot read audio: the engine failed to load ({e})")
+            return
         try:
             info = probe(self.path)
         except AudioError as e:

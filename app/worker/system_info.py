@@ -18,14 +18,7 @@ def gpu_info() -> dict:
 
 
 def bundled_models() -> dict[str, bool]:
-    """{name: installed} for engine.model_sources.BUNDLED, without importing the weights."""
-    from engine.model_sources import BUNDLED
+    """{name: installed} for the bundled models (pre-imported in a frozen app, or their packages installed)."""
+    from engine.model_sources import bundled_available
 
-    out = {}
-    for name, entry in BUNDLED.items():
-        packages = [entry[0]] + [p.split("/", 1)[0] for p in entry[2] if "/" in p]
-        try:
-            out[name] = all(importlib.util.find_spec(p) is not None for p in packages)
-        except (ImportError, ValueError, IndexError, TypeError):
-            out[name] = True
-    return out
+    return bundled_available()
