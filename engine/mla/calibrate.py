@@ -33,8 +33,9 @@ class Moments:
     counts: dict[tuple, float] = field(default_factory=dict)  # (weighted) rows
 
     def add(self, key: tuple, x: torch.Tensor, weight: float = 1.0) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
-        s, f, n = weight * (x.T @ x), weight * x.sum(0), weight * x.shape[0]
+        x = x.detach().reshape(-1, x.shape[-1]).float()  # products on the model's device, sums on CPU in fp64
+        cpu64 = lambda t: t.to("cpu", torch.float64)  # noqa: E731 - (some GPU backends lack float64)
+        s, f, n = weight * cpu64(x.T @ x), weight * cpu64(x.sum(0)), weight * x.shape[0]
         if key in self.sums:
             self.sums[key] += s
             self.firsts[key] += f

@@ -35,6 +35,11 @@ def max_rank(d_model: int) -> int:
     return d_model
 
 
+def _cpu64(t: torch.Tensor) -> torch.Tensor:
+    """All factorisation math runs on CPU in float64 (matrices are at most 2d x 2d)."""
+    return t.detach().to("cpu", torch.float64)
+
+
 def _regularised(m: torch.Tensor, eps: float) -> torch.Tensor:
     m = 0.5 * (m + m.T)
     n = m.shape[0]
@@ -64,13 +69,11 @@ def output_row_weight(
     """
     d = w_q.shape[0]
     dh = d // num_heads
-    f64 = torch.float64
-    wq, wo = w_q.to(f64) * dh**-0.5, w_o.to(f64)
-    bq = (b_q.to(f64) if b_q is not None else torch.zeros(d, dtype=f64)) * dh**-0.5
-    mu = query_mean.to(f64)
-    cross = torch.outer(wq @ mu, bq)
-    q_moment = wq @ query_moment.to(f64) @ wq.T + cross + cross.T + torch.outer(bq, bq)
-    m = torch.zeros(2 * d, 2 * d, dtype=f64)
+    wq, wo = _cpu64(w_q) * dh**-0.5, _cpu64(w_o)
+    bq = (_cpu64(b_q) if b_q is not None else torch.zeros(d, dtype=torch.float64)) * dh**-0.5
+    cross = torch.outer(wq @ _cpu64(query_mean), bq)
+    q_moment = wq @ _cpu64(query_moment) @ wq.T + cross + cross.T + torch.outer(bq, bq)
+    m = torch.zeros(2 * d, 2 * d, dtype=torch.float64)
     for h in range(num_heads):
         sl = slice(h * dh, (h + 1) * dh)
         m[sl, sl] = key_scale * _sqrt_psd(_regularised(q_moment[sl, sl], eps))
@@ -100,14 +103,14 @@ def factorize_kv(
         rank = max_rank(d)
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
-    w = torch.cat([w_k, w_v], dim=0).detach().to(torch.float64)  # (2d, d)
-    m = row_weight.detach().to(torch.float64) if row_weight is not None else None
+    w = torch.cat([_cpu64(w_k), _cpu64(w_v)], dim=0)  # (2d, d)
+    m = _cpu64(row_weight) if row_weight is not None else None
     target = m @ w if m is not None else w
     if second_moment is None:
         u, s, vh = torch.linalg.svd(target, full_matrices=False)
         down = vh[:rank]
     else:
-        chol = torch.linalg.cholesky(_regularised(second_moment.detach().to(torch.float64), eps))  # sigma = L L^T
+        chol = torch.linalg.cholesky(_regularised(_cpu64(second_moment), eps))  # sigma = L L^T
         u, s, vh = torch.linalg.svd(target @ chol, full_matrices=False)
         # V_r^T L^{-1}: solve L^T X^T = V_r, i.e. X = (L^{-T} V_r)^T
         down = torch.linalg.solve_triangular(chol.T, vh[:rank].T, upper=True).T
@@ -115,5 +118,5 @@ def factorize_kv(
     if m is not None:
         up = torch.linalg.solve(m, up)
     energy = float((s[:rank] ** 2).sum() / (s**2).sum())
-    dtype = w_k.dtype
-    return LowRankKV(down.to(dtype).contiguous(), up[:d].to(dtype).contiguous(), up[d:].to(dtype).contiguous(), energy)
+    cast = lambda t: t.to(w_k.device, w_k.dtype).contiguous()  # noqa: E731
+    return LowRankKV(cast(down), cast(up[:d]), cast(up[d:]), energy)
