@@ -4,8 +4,9 @@ For each variant (stock; exact cross-attention; decoder self-attention MLA at 50
 KV reduction with weight-SVD or calibrated init; 87.5 % calibrated + exact cross):
 
 * KV-cache bytes at the end of one 30 s speech window (the first 30 s of the LibriSpeech
-  long-form file), summed from the cache tensors, greedy and beam 5 (the engine's own
-  window decoder when present: beams reorder the cache as in production);
+  long-form file), summed from the cache tensors, with one row and with 5 beams (cache
+  reordered every step), every variant fed stock's transcript of the window so that all
+  hold the same number of tokens;
 * WER over the LibriSpeech utterances of ../shared/audio (greedy, one utterance per window,
   no timestamps; Whisper's English normaliser + jiwer), and how many transcripts are
   identical to stock's;
@@ -34,6 +35,7 @@ import torch  # noqa: E402  (after common, which puts the repo on sys.path)
 from engine.mla.calibrate import DEFAULT_CALIBRATION, features_for_files  # noqa: E402
 from engine.mla.convert import convert_model  # noqa: E402
 from engine.mla.cross import shares_encoder_output  # noqa: E402
+from engine.mla.cache_slots import kv_cache_bytes  # noqa: E402
 from engine.mla.decode import decode_prompt, greedy_decode, new_cache  # noqa: E402
 from engine.model_sources import resolve_model  # noqa: E402
 from engine.results import KVCacheBytes  # noqa: E402
@@ -62,7 +64,7 @@ VARIANTS = [
 @dataclass
 class Row:
     variant: str
-    kv_greedy: KVCacheBytes = KVCacheBytes()
+    kv_greedy: KVCacheBytes = KVCacheBytes()  # one row
     kv_beam5: KVCacheBytes = KVCacheBytes()
     wer: float = float("nan")
     same_as_stock: int = 0
@@ -87,17 +89,25 @@ def build(stock, v: Variant, calib_features: torch.Tensor | None, calib_names: l
     return model
 
 
-def kv_bytes(loaded, model, feats: torch.Tensor, beam: int) -> KVCacheBytes:
-    """Cache bytes at the end of decoding one window, via the engine's decoder when it exists."""
-    try:
-        from engine.decoding import DecodeOptions, WindowDecoder
-    except ImportError:
-        if beam != 1:
-            return KVCacheBytes()
-        return greedy_decode(model, feats).kv
-    dec = WindowDecoder(dataclasses.replace(loaded, model=model))
-    dec.decode(dec.encode(feats), DecodeOptions(beam_size=beam, without_timestamps=True))
-    return dec.kv_peak
+@torch.inference_mode()
+def forced_kv_bytes(model, enc: torch.Tensor, tokens: list[int], beams: int) -> KVCacheBytes:
+    """Cache bytes after decoding `tokens` (stock's transcript of the window) step by step.
+
+    Every variant decodes the same number of tokens, so the bytes compare like for like;
+    with beams > 1 the rows are reordered every step as beam search does.
+    """
+    prompt = decode_prompt(model)
+    e = enc if shares_encoder_output(model) else enc.repeat_interleave(beams, 0)
+    cache = new_cache()
+    order = torch.arange(beams).roll(1)
+    ids = torch.tensor([prompt] * beams)
+    for t in [None, *tokens]:
+        if t is not None:
+            ids = torch.full((beams, 1), t)
+        model.model.decoder(input_ids=ids, encoder_hidden_states=e, cache=cache, use_cache=True)
+        if beams > 1:
+            cache.reorder_cache(order)
+    return kv_cache_bytes(cache)
 
 
 @torch.inference_mode()
@@ -179,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     calib_names = [p.name for p in calib_paths]
     progress(f"{len(utts)} utterances, calibration: {', '.join(calib_names)} ({calib.shape[0]} windows)")
 
+    with torch.inference_mode():
+        enc = stock.model.encoder(window).last_hidden_state
+    window_tokens = greedy_decode(stock, window, encoder_output=enc).tokens[0]
     rows: dict[str, Row] = {}
     models: dict[str, torch.nn.Module] = {}
     for v in variants:
@@ -186,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         model = build(stock, v, calib, calib_names)
         models[v.name] = model
         row = Row(v.name)
-        row.kv_greedy = kv_bytes(loaded, model, window, 1)
-        row.kv_beam5 = kv_bytes(loaded, model, window, 5)
+        row.kv_greedy = forced_kv_bytes(model, enc, window_tokens, 1)
+        row.kv_beam5 = forced_kv_bytes(model, enc, window_tokens, 5)
         row.texts, row.wer_decode_s = transcribe_all(model, tok, feats)
         row.wer = wer(refs, row.texts).wer
         row.utterances = len(utts)
@@ -197,8 +210,6 @@ def main(argv: list[str] | None = None) -> int:
         row.same_as_stock = sum(a == b for a, b in zip(row.texts, rows["stock"].texts))
 
     progress("decode speed ...")
-    with torch.inference_mode():
-        enc = stock.model.encoder(window).last_hidden_state
     threads = torch.get_num_threads()
     torch.set_num_threads(args.speed_threads)
     for batch, attr in ((1, "ms_step_b1"), (5, "ms_step_b5")):
@@ -207,18 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
 
     s = rows["stock"]
-    headers = ["variant", "self KiB g", "cross KiB g", "self MiB b5", "cross MiB b5", "total b5 vs stock",
-               "WER %", "same text", "ms/step b1", "speed b1", "ms/step b5", "speed b5"]
+    headers = ["variant", "self KiB b1", "cross KiB b1", "self vs stock", "self MiB b5", "cross MiB b5",
+               "total b5 vs stock", "WER %", "same text", "ms/step b1", "speed b1", "ms/step b5", "speed b5"]
     table = []
     for r in rows.values():
-        table.append([r.variant, f"{r.kv_greedy.self_attn / 1024:.0f}", f"{r.kv_greedy.cross_attn / 1024:.0f}",
+        table.append([r.variant, f"{r.kv_greedy.self_attn / 1024:.1f}", f"{r.kv_greedy.cross_attn / 1024:.0f}",
+                      f"{r.kv_greedy.self_attn / max(1, s.kv_greedy.self_attn):.4f}",
                       mib(r.kv_beam5.self_attn), mib(r.kv_beam5.cross_attn),
                       f"{100 * r.kv_beam5.total / max(1, s.kv_beam5.total):.2f}%",
                       f"{100 * r.wer:.2f}", f"{r.same_as_stock}/{r.utterances}",
                       f"{r.ms_step_b1:.2f}", f"{s.ms_step_b1 / r.ms_step_b1:.3f}x",
                       f"{r.ms_step_b5:.2f}", f"{s.ms_step_b5 / r.ms_step_b5:.3f}x"])
     print(f"\nWhisper-MLA on {loaded.info.name} (d={d}), {len(utts)} LibriSpeech utterances, greedy; "
-          f"KV at the end of a 30 s window (g = greedy, b5 = beam 5); decoder-step CPU time with "
+          f"KV after the {len(window_tokens)} tokens of a 30 s window (b1 = one row, b5 = beam 5); decoder-step CPU time with "
           f"{args.speed_threads} thread(s), {args.steps} steps, best of {args.reps}, stock/variant = speed")
     print(format_table(headers, table))
     if args.json:
