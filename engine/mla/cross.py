@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import nn
 from transformers.models.whisper.modeling_whisper import WhisperAttention
 
 from engine.mla.masking import masked_softmax
