@@ -6,8 +6,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QMainWindow, QMessageBox, QSplitter, QStyle, QToolBar, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QFileDialog, QInputDialog, QMainWindow, QMessageBox, QSplitter, QStyle, QToolBar,
+                               QVBoxLayout, QWidget)
 
 from app import APP_NAME
 from app.audio_files import dialog_filter
@@ -45,6 +45,7 @@ class MainWindow(QMainWindow):
                                         self)
         self.controller.choice = self.settings.model_choice
         self.conversion = ConversionRunner(self.settings.models_dir, self)
+        self._task_verb = "Converted"  # what the model task row reports when the running task finishes
         self.player = Player(self)
         self.compare_window = None
         self._build()
@@ -167,6 +168,8 @@ class MainWindow(QMainWindow):
         self.model_panel.changed.connect(self._set_choice)
         self.model_panel.customModelsChanged.connect(lambda items: setattr(self.settings, "custom_models", items))
         self.model_panel.convertRequested.connect(self.start_conversion)
+        self.model_panel.finetuneRequested.connect(self.ask_finetune)
+        self.conversion.fraction.connect(self.task_row.set_fraction)
         self.task_row.cancelRequested.connect(self.conversion.cancel)
         self.conversion.stage.connect(self.task_row.set_text)
         self.conversion.finished.connect(self._converted)
@@ -293,12 +296,48 @@ class MainWindow(QMainWindow):
     def start_conversion(self, choice) -> None:
         if self.conversion.busy:
             return
-        out = self.conversion.start(choice)
+        out = self.conversion.start(choice, calibration=self.queued_recordings())
+        self._task_verb = "Converted"
         self.model_panel.set_converting(True)
         self.task_row.start(f"Converting {choice.source_text()} to MLA → {out.name}")
 
+    def ask_finetune(self, model_dir: str) -> None:
+        """Fine-tune the selected MLA model on the recordings in the queue, for a number of minutes."""
+        audio = self.queued_recordings()
+        if not audio:
+            QMessageBox.information(self, "Fine-tune", "Add some of your recordings to the queue first: fine-tuning "
+                                    "learns from them (no transcripts needed; stock Whisper is the teacher).")
+            return
+        minutes, ok = QInputDialog.getInt(
+            self, "Fine-tune on my recordings",
+            f"Learn from {len(audio)} recording{'s' if len(audio) != 1 else ''} in the queue for how many minutes?\n"
+            "Longer is better up to about 20 minutes on a CPU; cancel stops early and keeps the model so far.",
+            10, 1, 240)
+        if ok:
+            self.start_finetune(model_dir, audio, {"minutes": float(minutes)})
+
+    def queued_recordings(self) -> list[Path]:
+        """The queue's recordings that still exist, in queue order, without duplicates.
+
+        Conversion calibrates on them and fine-tuning learns from them: the user's own audio.
+        """
+        seen: dict[Path, None] = {}
+        for job in self.jobs.jobs:
+            if job.path.is_file():
+                seen.setdefault(job.path, None)
+        return list(seen)
+
+    def start_finetune(self, model_dir: str, audio: list[Path], options: dict) -> None:
+        if self.conversion.busy:
+            return
+        out = self.conversion.start_finetune(model_dir, audio, options)
+        self._task_verb = "Fine-tuned"
+        self.model_panel.set_converting(True)
+        self.task_row.start(f"Fine-tuning {Path(model_dir).name} on {len(audio)} recording"
+                            f"{'s' if len(audio) != 1 else ''} → {out.name}")
+
     def _converted(self, folder: str, description: str) -> None:
-        self._conversion_over(f"Converted: {Path(folder).name} ({description}); it is now in the model list")
+        self._conversion_over(f"{self._task_verb}: {Path(folder).name} ({description}); it is now in the model list")
         self.model_panel.add_source(folder)
 
     def _conversion_over(self, text: str) -> None:

@@ -1,15 +1,14 @@
 """Where the app's bundled files are.
 
 Looked up in order: PyInstaller's `sys._MEIPASS/assets`, the source checkout's `assets/`,
-then `app/resources/` (flat copies as package data, for a wheel install: pyproject already
-declares `app = ["resources/*"]`; the files are not copied there yet).
+then `app/resources/` (flat copies made by setup.py's build step, for a wheel install). The
+sample recording is the engine's (`engine.sample_audio`).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-SAMPLE_NAME = "jfk_inaugural_excerpt.flac"
 ICON_SIZES = (16, 32, 48, 64, 128, 256, 512)
 _HERE = Path(__file__).resolve().parent
 
@@ -23,13 +22,11 @@ def _asset_roots() -> list[Path]:
     return roots
 
 
-def _first(candidates: list[Path]) -> Path | None:
-    return next((p for p in candidates if p.is_file()), None)
-
-
 def sample_recording() -> Path | None:
     """The short sample recording used by the first run and `--self-test`."""
-    return _first([r / "samples" / SAMPLE_NAME for r in _asset_roots()] + [_HERE / "resources" / SAMPLE_NAME])
+    from engine.sample_audio import sample_recording as engine_sample
+
+    return engine_sample()
 
 
 def icon_files() -> list[Path]:

@@ -72,7 +72,15 @@ class Row:
     wer_decode_s: float = 0.0
     ms_step_b1: float = float("nan")
     ms_step_b5: float = float("nan")
+    enc_bytes_b5: int = 0  # encoder output held for beam 5: repeated per beam for stock cross-attention
+    longform_wer: dict[str, float] = field(default_factory=dict)  # file -> WER of the product's long-form loop
+    longform_wall_s: dict[str, float] = field(default_factory=dict)
     texts: list[str] = field(default_factory=list)
+
+    @property
+    def state_b5(self) -> int:
+        """The decoder's attention state at beam 5: both caches plus the encoder output it reads."""
+        return self.kv_beam5.total + self.enc_bytes_b5
 
 
 def progress(msg: str) -> None:
@@ -149,6 +157,21 @@ def step_times(models: dict[str, torch.nn.Module], enc: torch.Tensor, batch: int
     return best
 
 
+def longform_wers(loaded, model, audio_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """WER and wall of the product's long-form loop (`Transcriber`, CLI defaults) on both long files."""
+    from engine.transcribe import Transcriber
+
+    variant = dataclasses.replace(loaded, model=model)
+    wers, walls = {}, {}
+    for key, name in LONGFORM_FILES.items():
+        path = audio_dir / name
+        t0 = time.perf_counter()
+        text = Transcriber(variant).transcribe(path).text
+        walls[key] = time.perf_counter() - t0
+        wers[key] = wer([reference_text(path)], [text]).wer
+    return wers, walls
+
+
 def mib(n: int) -> str:
     return f"{n / 2**20:.2f}"
 
@@ -165,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--speed-threads", type=int, default=1,
                     help="torch threads while timing decoder steps (1: CPU time is not inflated by spinning)")
+    ap.add_argument("--longform", default="",
+                    help="comma-separated variants that also transcribe both long-form files with the product's "
+                         "long-form loop (minutes each on a CPU), or 'all'")
     ap.add_argument("--json", default=None, help="write all numbers (and transcripts) here")
     args = ap.parse_args(argv)
     if args.threads:
@@ -204,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         row.texts, row.wer_decode_s = transcribe_all(model, tok, feats)
         row.wer = wer(refs, row.texts).wer
         row.utterances = len(utts)
+        row.enc_bytes_b5 = enc.numel() * enc.element_size() * (1 if shares_encoder_output(model) else 5)
+        if args.longform == "all" or v.name in args.longform.split(","):
+            row.longform_wer, row.longform_wall_s = longform_wers(loaded, model, audio_dir)
         rows[v.name] = row
         progress(f"{v.name}: WER {100 * row.wer:.2f}% ({time.perf_counter() - t0:.0f} s)")
     for row in rows.values():
@@ -219,13 +248,14 @@ def main(argv: list[str] | None = None) -> int:
 
     s = rows["stock"]
     headers = ["variant", "self KiB b1", "cross KiB b1", "self vs stock", "self MiB b5", "cross MiB b5",
-               "total b5 vs stock", "WER %", "same text", "ms/step b1", "speed b1", "ms/step b5", "speed b5"]
+               "total b5 vs stock", "state b5 vs stock", "WER %", "same text", "ms/step b1", "speed b1", "ms/step b5", "speed b5"]
     table = []
     for r in rows.values():
         table.append([r.variant, f"{r.kv_greedy.self_attn / 1024:.1f}", f"{r.kv_greedy.cross_attn / 1024:.0f}",
                       f"{r.kv_greedy.self_attn / max(1, s.kv_greedy.self_attn):.4f}",
                       mib(r.kv_beam5.self_attn), mib(r.kv_beam5.cross_attn),
                       f"{100 * r.kv_beam5.total / max(1, s.kv_beam5.total):.2f}%",
+                      f"{100 * r.state_b5 / max(1, s.state_b5):.2f}%",
                       f"{100 * r.wer:.2f}", f"{r.same_as_stock}/{r.utterances}",
                       f"{r.ms_step_b1:.2f}", f"{s.ms_step_b1 / r.ms_step_b1:.3f}x",
                       f"{r.ms_step_b5:.2f}", f"{s.ms_step_b5 / r.ms_step_b5:.3f}x"])
@@ -233,11 +263,18 @@ def main(argv: list[str] | None = None) -> int:
           f"KV after the {len(window_tokens)} tokens of a 30 s window (b1 = one row, b5 = beam 5); decoder-step CPU time with "
           f"{args.speed_threads} thread(s), {args.steps} steps, best of {args.reps}, stock/variant = speed")
     print(format_table(headers, table))
+    long_rows = [r for r in rows.values() if r.longform_wer]
+    if long_rows:
+        print("\nLong-form files through the product's loop (Transcriber, CLI defaults: greedy + fallback, "
+              "timestamps, previous-text conditioning); WER %, wall s")
+        print(format_table(["variant", *[f"{k} WER %" for k in LONGFORM_FILES], *[f"{k} wall s" for k in LONGFORM_FILES]],
+                           [[r.variant, *[f"{100 * r.longform_wer[k]:.2f}" for k in LONGFORM_FILES],
+                             *[f"{r.longform_wall_s[k]:.1f}" for k in LONGFORM_FILES]] for r in long_rows]))
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"machine": desc, "calibration": calib_names,
-                   "rows": [{**dataclasses.asdict(r), "kv_greedy": r.kv_greedy.to_dict(),
+                   "rows": [{**dataclasses.asdict(r), "state_b5": r.state_b5, "kv_greedy": r.kv_greedy.to_dict(),
                              "kv_beam5": r.kv_beam5.to_dict()} for r in rows.values()]}
         out.write_text(json.dumps(payload, indent=2))
     return 0

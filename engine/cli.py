@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from engine import cli_compare
 
     cli_compare.register(sub)
-    for module in ("engine.mla.cli",):
+    for module in ("engine.mla.cli", "engine.finetune.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError as e:  # an optional part that is not installed must not break the rest
@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # answer at once: the subcommands' modules import torch (seconds)
+        sys.stdout.write(f"whisper-mla {__version__}\n")
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

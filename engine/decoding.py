@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.kv_cache import cache_bytes, new_cache
+from engine.mla.cross import shares_encoder_output
 from engine.model_sources import LoadedModel
 from engine.results import KVCacheBytes
 
@@ -79,9 +80,15 @@ class WindowDecoder:
         mel = mel.to(self.loaded.device, self.loaded.dtype)
         return self.model.model.encoder(mel).last_hidden_state
 
-    def _logits(self, tokens: torch.Tensor, enc: torch.Tensor, cache) -> torch.Tensor:
+    def _logits(self, tokens: torch.Tensor, enc: torch.Tensor, cache, positions: list[int] | None = None) -> torch.Tensor:
+        """(rows, len(positions), vocab) logits at the given positions only (default: the last).
+
+        Projecting only what is read matters: a 224-token prompt times the 51k vocabulary is
+        ~47 MB of logits per row (235 MB for best-of-5) and most of the prefill's arithmetic.
+        """
         out = self.model.model.decoder(input_ids=tokens, encoder_hidden_states=enc, cache=cache, use_cache=True)
-        return self.model.proj_out(out.last_hidden_state).float()
+        hidden = out.last_hidden_state[:, positions if positions is not None else [-1]]
+        return self.model.proj_out(hidden).float()
 
     @torch.inference_mode()
     def detect_language(self, enc: torch.Tensor) -> list[tuple[str, float]]:
@@ -89,7 +96,7 @@ class WindowDecoder:
         if not self.s.multilingual:
             return [("en", 1.0)] * enc.shape[0]
         tokens = torch.full((enc.shape[0], 1), self.s.sot, device=enc.device)
-        logits = self._logits(tokens, enc, new_cache())[:, -1]
+        logits = self._logits(tokens, enc, new_cache())[:, 0]
         langs = sorted(self.s.lang_to_id.items(), key=lambda kv: kv[1])
         ids = torch.tensor([i for _, i in langs], device=logits.device)
         probs = logits[:, ids].softmax(-1)
@@ -158,7 +165,8 @@ class WindowDecoder:
         max_new = min(max_new, self.s.max_target_positions - sample_begin)
         device = enc.device
         tokens = torch.tensor([initial], device=device).repeat(n_audio * group, 1)
-        enc_rows = enc.repeat_interleave(group, dim=0) if group > 1 else enc
+        # Exact-cross MLA decoders read the (n, frames, d) output as is; stock layers need a row per beam.
+        enc_rows = enc.repeat_interleave(group, dim=0) if group > 1 and not shares_encoder_output(self.model) else enc
         cache = self.live_cache = new_cache()
         generator = torch.Generator().manual_seed(opts.seed) if opts.temperature > 0 else None
         beam = opts.temperature == 0 and group > 1
@@ -168,9 +176,10 @@ class WindowDecoder:
         no_speech = [0.0] * n_audio  # models without a no-speech token never skip
         step_input = tokens
         for step in range(max_new):
-            logits_all = self._logits(step_input, enc_rows, cache)
-            if step == 0 and self.s.no_speech is not None:
-                probs = logits_all[::group, sot_index].softmax(-1)
+            want_no_speech = step == 0 and self.s.no_speech is not None
+            logits_all = self._logits(step_input, enc_rows, cache, [sot_index, -1] if want_no_speech else None)
+            if want_no_speech:
+                probs = logits_all[::group, 0].softmax(-1)
                 no_speech = probs[:, self.s.no_speech].tolist()
             logits = logits_all[:, -1]
             self._apply_rules(logits, tokens, sample_begin, opts)
@@ -178,7 +187,9 @@ class WindowDecoder:
             if search is not None:
                 tokens, order, finished = search.step(tokens, logprobs, sum_logprobs)
                 if order is not None:
-                    cache.reorder_cache(order)
+                    # beams only swap within their own window, whose cross-attention K/V rows are
+                    # identical: reorder the self-attention cache alone (the cross one is 1500 frames)
+                    cache.self_attention_cache.reorder_cache(order)
                 if finished:
                     break
                 step_input = tokens[:, -1:]

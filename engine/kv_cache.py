@@ -31,9 +31,11 @@ def _cache_bytes(cache) -> int:
     return sum(_layer_bytes(layer) for layer in getattr(cache, "layers", ()))
 
 
-def cache_bytes(cache: EncoderDecoderCache | None) -> KVCacheBytes:
-    """Self- and cross-attention bytes currently held by `cache`."""
+def cache_bytes(cache: EncoderDecoderCache | DynamicCache | None) -> KVCacheBytes:
+    """Self- and cross-attention bytes currently held by `cache` (a lone cache counts as self)."""
     if cache is None:
         return KVCacheBytes()
+    if not isinstance(cache, EncoderDecoderCache):
+        return KVCacheBytes(self_attn=_cache_bytes(cache))
     return KVCacheBytes(self_attn=_cache_bytes(cache.self_attention_cache),
                         cross_attn=_cache_bytes(cache.cross_attention_cache))

@@ -10,7 +10,6 @@ Audio is read through a bounded window buffer, so hours-long files use constant 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ import psutil
 import torch
 
 from engine.audio import AudioReader
+from engine.cancel import CancelToken  # noqa: F401  (part of this module's API)
 from engine.batching import FallbackState, move_to_cpu, run_with_oom_fallback
 from engine.decoding import DecodeOptions, DecodeResult, WindowDecoder
 from engine.features import SAMPLE_RATE, FRAMES_PER_SECOND, HOP_LENGTH, INPUT_STRIDE, N_FRAMES, N_SAMPLES, TIME_PRECISION, log_mel
@@ -30,20 +30,6 @@ from engine.window_cuts import quiet_cut
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
-
-
-class CancelToken:
-    """Set from any thread; the transcriber checks it before every window."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
 
 
 @dataclass(frozen=True)
@@ -168,9 +154,22 @@ class Transcriber:
                         device=str(self.loaded.device), windows=st.windows)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _mel(self, windows: list) -> torch.Tensor:
+    def _mel(self, windows: list, zero_tail: bool = False) -> torch.Tensor:
+        """Log-mel of each window, silent audio padded to 30 s.
+
+        `zero_tail` instead sets the frames past a short window's end to 0.0, as openai-whisper
+        and faster-whisper pad the features of the seek loop's last window: with it, the
+        sequential transcript equals faster-whisper's on the same weights. Batched windows
+        keep the audio padding: there the model, shown 0.0 frames after a quiet cut, tends to
+        drop the window's last sentence, which no later window decodes again.
+        """
         rows = [torch.nn.functional.pad(torch.as_tensor(w), (0, N_SAMPLES - len(w))) for w in windows]
-        return log_mel(torch.stack(rows), self.loaded.n_mels, self.loaded.device)
+        mel = log_mel(torch.stack(rows), self.loaded.n_mels, self.loaded.device)
+        if zero_tail:
+            for row, w in enumerate(windows):
+                if (frames := len(w) // HOP_LENGTH) < mel.shape[-1]:
+                    mel[row, :, frames:] = 0.0
+        return mel
 
     def _language(self, enc: torch.Tensor) -> str | None:
         if self._state.language is None:
@@ -242,7 +241,7 @@ class Transcriber:
             if is_digital_silence(audio):
                 self._report(progress, seek + segment_frames, total_frames)
                 continue
-            enc = self.decoder.encode(self._mel([audio]))
+            enc = self.decoder.encode(self._mel([audio], zero_tail=True))
             prompt = pt.context or None
             result = self._decode_with_fallback(enc, prompt, seed=seek)
             if self._is_silence(result):
@@ -256,6 +255,7 @@ class Transcriber:
                 result = self._decode_with_fallback(enc, None, seed=seek)
                 pieces, advance = split_segments(result.tokens, s.timestamp_begin, segment_frames)
                 pt.context = []
+            emitted: list[int] = []
             for start, end, toks in pieces:
                 text = tok.decode([t for t in toks if t < s.eot])
                 if end <= start or not text.strip():
@@ -264,10 +264,12 @@ class Transcriber:
                                          tuple(toks), result.avg_logprob, result.compression_ratio,
                                          result.no_speech_prob, result.temperature))
                 pt.last_text = text
+                emitted += toks
             if not self.options.condition_on_previous_text or result.temperature > 0.5:
                 pt.context = []
             else:
-                pt.context = (pt.context + result.tokens)[-CONTEXT_TOKENS:]
+                # only the text kept: an unfinished tail is decoded again from the next window
+                pt.context = (pt.context + emitted)[-CONTEXT_TOKENS:]
             self._report(progress, seek + advance, total_frames)
 
     # -- batched mode ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def is_mla_folder(spec: str) -> bool:
 class ModelPanel(QGroupBox):
     changed = Signal(object)  # ModelChoice
     convertRequested = Signal(object)  # ModelChoice to convert and save
+    finetuneRequested = Signal(str)  # the MLA folder to fine-tune on the user's recordings
     customModelsChanged = Signal(list)
 
     def __init__(self, choice: ModelChoice, custom: list[str], parent=None) -> None:
@@ -84,6 +85,11 @@ class ModelPanel(QGroupBox):
         self.convert_button.setToolTip("Convert the selected model with these MLA settings into a model folder "
                                        "that appears in the model list")
         self.convert_button.setAccessibleName("Convert model to MLA")
+        self.finetune_button = QPushButton("Fine-tune on my recordings…")
+        self.finetune_button.setToolTip("Recover the accuracy a converted model lost: it learns to match stock "
+                                        "Whisper on the recordings in your queue (no transcripts needed). "
+                                        "The result appears in the model list")
+        self.finetune_button.setAccessibleName("Fine-tune the MLA model on my recordings")
 
         sources = QHBoxLayout()
         sources.addWidget(self.add_folder)
@@ -106,6 +112,7 @@ class ModelPanel(QGroupBox):
         layout.addLayout(form)
         layout.addWidget(self.hint)
         layout.addWidget(self.convert_button)
+        layout.addWidget(self.finetune_button)
 
         self._fill_sources(choice.source)
         self.set_choice(choice)
@@ -116,6 +123,7 @@ class ModelPanel(QGroupBox):
         self.add_folder.clicked.connect(self._choose_folder)
         self.add_hub.clicked.connect(self._choose_hub)
         self.convert_button.clicked.connect(lambda: self.convertRequested.emit(self.choice()))
+        self.finetune_button.clicked.connect(lambda: self.finetuneRequested.emit(self.source.currentData() or ""))
         self._loading = False
         self._sync_enabled()
 
@@ -225,6 +233,8 @@ class ModelPanel(QGroupBox):
         self.rank.setVisible(self.preset.currentData() is None)
         self.exact_cross.setEnabled(mla)
         self.convert_button.setEnabled(not folder_is_mla and not self._busy)
+        self.finetune_button.setEnabled(folder_is_mla and not self._busy)
+        self.finetune_button.setVisible(folder_is_mla)
 
     def set_converting(self, busy: bool) -> None:
         self._busy = busy

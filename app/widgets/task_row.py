@@ -13,11 +13,11 @@ class TaskRow(QWidget):
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.bar = QProgressBar()
-        self.bar.setRange(0, 0)  # busy: conversion has stages, not percentages
+        self.bar.setRange(0, 0)  # busy until a task reports a fraction (conversion has stages only)
         self.bar.setTextVisible(False)
         self.bar.setMaximumHeight(10)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setAccessibleName("Cancel conversion")
+        self.cancel_button.setAccessibleName("Cancel model task")
         self.cancel_button.clicked.connect(self.cancelRequested)
         row = QHBoxLayout()
         row.addWidget(self.bar, 1)
@@ -36,6 +36,11 @@ class TaskRow(QWidget):
 
     def set_text(self, text: str) -> None:
         self.label.setText(text)
+
+    def set_fraction(self, fraction: float) -> None:
+        """Switch the busy bar to a percentage once the task knows how far it is."""
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(round(1000 * max(0.0, min(1.0, fraction))))
 
     def finish(self, text: str) -> None:
         """Show the outcome, stop the bar; stays visible until the next start or `hide()`."""

@@ -9,7 +9,8 @@ from app.worker.conversion import convert_to_folder
 def run(ctx, m: P.Msg) -> None:
     job = m["job"]
     choice = ModelChoice.from_dict(m.get("model"))
-    folder, description = convert_to_folder(choice, m["out_dir"], lambda text: ctx.emit(P.STAGE, job, text=text))
+    folder, description = convert_to_folder(choice, m["out_dir"], lambda text: ctx.emit(P.STAGE, job, text=text),
+                                            calibration=m.get("calibration"))
     ctx.emit(P.CONVERTED, job, folder=str(folder), description=description)
 
 

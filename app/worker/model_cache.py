@@ -18,13 +18,14 @@ class ModelCache:
         self._loaded = None
         self.loads = 0  # how many times a model was actually loaded (tests read it via the model event)
 
-    def get(self, choice: ModelChoice, models_dir: str | None, stage: Callable[[str], None]):
+    def get(self, choice: ModelChoice, models_dir: str | None, stage: Callable[[str], None],
+            calibration: list[str] | None = None):
         key = choice.model_key()
         if key == self._key and self._loaded is not None:
             return self._loaded
         self._key, self._loaded = None, None
         gc.collect()  # free the previous model before loading the next
-        spec = self.spec_for(choice, models_dir, stage)
+        spec = self.spec_for(choice, models_dir, stage, calibration)
         from engine.model_sources import resolve_model
 
         stage(f"Loading {choice.source_text()}")
@@ -34,8 +35,13 @@ class ModelCache:
         return self._loaded
 
     @staticmethod
-    def spec_for(choice: ModelChoice, models_dir: str | None, stage: Callable[[str], None]) -> str:
-        """The spec to load: the source itself, or its (cached) MLA conversion."""
+    def spec_for(choice: ModelChoice, models_dir: str | None, stage: Callable[[str], None],
+                 calibration: list[str] | None = None) -> str:
+        """The spec to load: the source itself, or its (cached) MLA conversion.
+
+        A first-use conversion calibrates on `calibration` (the recording about to be
+        transcribed): audio like the user's beats the bundled sample.
+        """
         if not choice.is_mla or is_mla_folder(choice.source):
             return choice.source
         if not models_dir:
@@ -43,5 +49,5 @@ class ModelCache:
         folder = Path(models_dir) / choice.conversion_name()
         if not is_mla_folder(str(folder)):
             stage(f"Converting {choice.source_text()} to {choice.kv_text()} (first use only)")
-            convert_to_folder(choice, folder, stage)
+            convert_to_folder(choice, folder, stage, calibration)
         return str(folder)

@@ -64,10 +64,10 @@ class EventSink:
 
 
 def _handlers():
-    from app.worker import compare_job, convert_job, transcribe_job
+    from app.worker import compare_job, convert_job, finetune_job, transcribe_job
 
     return {P.TRANSCRIBE: transcribe_job.run, P.CONVERT: convert_job.run, P.PRELOAD: convert_job.preload,
-            P.COMPARE: compare_job.run}
+            P.COMPARE: compare_job.run, P.FINETUNE: finetune_job.run}
 
 
 def _watch_parent(parent_pid: int) -> None:

@@ -11,14 +11,15 @@ Msg = dict[str, Any]
 
 # requests (GUI -> worker)
 TRANSCRIBE = "transcribe"  # job, path, model (ModelChoice dict), models_dir
-CONVERT = "convert"  # job, model, out_dir
+CONVERT = "convert"  # job, model, out_dir, calibration [paths] (may be empty: the bundled sample)
 COMPARE = "compare"  # job, path, model, models_dir
 PRELOAD = "preload"  # model, models_dir: load the model ahead of the first job
+FINETUNE = "finetune"  # job, model_dir (an MLA folder), audio [paths], out_dir, options {FinetuneOptions fields}
 SHUTDOWN = "shutdown"
 
 # events (worker -> GUI)
 HELLO = "hello"  # pid, gpu {available, name, reason}, bundled {name: installed}
-STAGE = "stage"  # job, text: what the worker is doing ("Loading model", "Converting to MLA")
+STAGE = "stage"  # job, text: what the worker is doing ("Loading model", "Converting to MLA"); fraction (0-1) or absent
 MODEL = "model"  # job, info (ModelInfo dict), device
 SEGMENT = "segment"  # job, segment (Segment dict), label (comparison run) or None
 PROGRESS = "progress"  # job, done_s, total_s, elapsed_s, label
@@ -28,8 +29,9 @@ CANCELLED = "cancelled"  # job, transcript (partial, may be None), hard (killed)
 ERROR = "error"  # job, message (readable), detail (traceback text)
 CONVERTED = "converted"  # job, folder, description
 COMPARED = "compared"  # job, report (ComparisonReport dict)
+FINETUNED = "finetuned"  # job, folder, description, stopped ("steps", "minutes", "early-stop", "cancelled", ...)
 
-FINAL = frozenset({DONE, CANCELLED, ERROR, CONVERTED, COMPARED})
+FINAL = frozenset({DONE, CANCELLED, ERROR, CONVERTED, COMPARED, FINETUNED})
 
 
 def msg(kind: str, job: int | None = None, **fields: Any) -> Msg:

@@ -11,7 +11,8 @@ def run(ctx, m: P.Msg) -> None:
     job = m["job"]
     choice = ModelChoice.from_dict(m.get("model"))
     cancel = ctx.cancel_token(job)
-    loaded = ctx.models.get(choice, m.get("models_dir"), lambda text: ctx.emit(P.STAGE, job, text=text))
+    loaded = ctx.models.get(choice, m.get("models_dir"), lambda text: ctx.emit(P.STAGE, job, text=text),
+                            calibration=[m["path"]])
     ctx.emit(P.MODEL, job, info=loaded.info.to_dict(), device=str(loaded.device), loads=ctx.models.loads)
     if cancel.cancelled:
         ctx.emit(P.CANCELLED, job, transcript=None, hard=False)

@@ -10,14 +10,14 @@ Contact surface with transformers 5.24 (pinned range >=5.24,<5.40):
 
 An MLA layer stores its latent c as `keys` with shape (batch, 1, tokens, r) and a 0-width
 tensor (batch, 1, tokens, 0) as `values`; so sequence length, beam reordering, cropping and
-byte counting all keep working and the bytes summed are exactly what is held.
+byte counting (`engine.kv_cache.cache_bytes`) all keep working and the bytes summed are exactly what is held.
 """
 from __future__ import annotations
 
 import torch
 from transformers.cache_utils import Cache, EncoderDecoderCache
 
-from engine.results import KVCacheBytes
+from engine.kv_cache import cache_bytes as kv_cache_bytes  # noqa: F401  (the one byte counter; re-exported)
 
 
 def select_cache(cache: Cache | None, layer_idx: int | None, is_cross: bool) -> tuple[Cache | None, bool]:
@@ -45,23 +45,3 @@ def store_latent(cache: Cache, latent: torch.Tensor, layer_idx: int) -> torch.Te
 
 def cached_latent(cache: Cache, layer_idx: int) -> torch.Tensor:
     return cache.layers[layer_idx].keys.squeeze(1)
-
-
-def _layers_bytes(cache: Cache | None) -> int:
-    if cache is None:
-        return 0
-    total = 0
-    for layer in getattr(cache, "layers", ()):
-        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-            if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
-    return total
-
-
-def kv_cache_bytes(cache: Cache | None) -> KVCacheBytes:
-    """Bytes of the tensors a decoder cache really holds (stock K/V or MLA latents)."""
-    if cache is None:
-        return KVCacheBytes()
-    if isinstance(cache, EncoderDecoderCache):
-        return KVCacheBytes(_layers_bytes(cache.self_attention_cache), _layers_bytes(cache.cross_attention_cache))
-    return KVCacheBytes(self_attn=_layers_bytes(cache))

@@ -40,6 +40,7 @@ class MLAConfig:
     init_options: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     format_version: int = FORMAT_VERSION
+    training: dict[str, Any] = field(default_factory=dict)  # how it was fine-tuned (engine.finetune); {} if not
 
     def __post_init__(self) -> None:
         self.modules = tuple(self.modules)
@@ -91,4 +92,5 @@ class MLAConfig:
             init_options=dict(d.get("init_options", {})),
             created=str(d.get("created", "")),
             format_version=version,
+            training=dict(d.get("training", {})),
         )

@@ -88,9 +88,9 @@ def convert_model(
         if calibration_features is None:
             if not calibration_audio and r < d // 2:
                 log.warning("rank %d (%.1f%% KV reduction) calibrated on the bundled 11 s sample only: expect "
-                            "a large accuracy loss; calibrate on a few minutes of audio like yours (measured on "
-                            "tiny.en at 87.5%%: 45%% WER with the sample, 17.5%% with 4 minutes, stock 15%%)",
-                            r, 100 * reduction_for_rank(d, r))
+                            "a large accuracy loss; calibrate on a few minutes of audio like yours and fine-tune "
+                            "(measured on tiny.en at 87.5%%, LibriSpeech utterances: 47%% WER with the sample, "
+                            "18%% with 4 minutes, stock 15%%)", r, 100 * reduction_for_rank(d, r))
             paths = [Path(p) for p in (calibration_audio or [DEFAULT_CALIBRATION])]
             audio_names = [p.name for p in paths]
             calibration_features = features_for_files(paths, n_mels=model.config.num_mel_bins)

@@ -1,0 +1,33 @@
+"""Recover accuracy after MLA conversion: label-free distillation from the stock model, or supervised fine-tuning.
+
+Public API (imported lazily so `import engine.finetune` stays cheap):
+
+* `distill(student_dir, audio_paths, out_dir, options=None, progress=None, cancel=None, *, teacher=None,
+  resume=False) -> FinetuneResult`
+* `supervised(student_dir, labelled_dir, out_dir, options=None, progress=None, cancel=None, *, resume=False)`
+* `finetune(...)`: both, by keyword; `FinetuneOptions`, `FinetuneProgress`, `FinetuneResult`, `CancelToken`.
+* `labelled_pairs(folder)`, `LabelledFolderError`: the audio + same-stem .txt loader.
+"""
+from __future__ import annotations
+
+_EXPORTS = {
+    "distill": "engine.finetune.trainer",
+    "supervised": "engine.finetune.trainer",
+    "finetune": "engine.finetune.trainer",
+    "FinetuneOptions": "engine.finetune.trainer",
+    "FinetuneProgress": "engine.finetune.trainer",
+    "FinetuneResult": "engine.finetune.trainer",
+    "CancelToken": "engine.cancel",
+    "labelled_pairs": "engine.finetune.data",
+    "LabelledFolderError": "engine.finetune.data",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'engine.finetune' has no attribute {name!r}")
