@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.kv_cache import cache_bytes, new_cache
+from engine.kv_cache import cache_bytes, new_cache, prefill_cross_cache
 from engine.mla.cross import shares_encoder_output
 from engine.model_sources import LoadedModel
 from engine.results import KVCacheBytes
@@ -165,9 +165,11 @@ class WindowDecoder:
         max_new = min(max_new, self.s.max_target_positions - sample_begin)
         device = enc.device
         tokens = torch.tensor([initial], device=device).repeat(n_audio * group, 1)
-        # Exact-cross MLA decoders read the (n, frames, d) output as is; stock layers need a row per beam.
-        enc_rows = enc.repeat_interleave(group, dim=0) if group > 1 and not shares_encoder_output(self.model) else enc
         cache = self.live_cache = new_cache()
+        # Exact-cross MLA decoders read the (n, frames, d) output as is, and stock layers whose
+        # K/V is filled here once per window no longer read it; otherwise a row per beam.
+        shared = group == 1 or shares_encoder_output(self.model) or prefill_cross_cache(self.model, cache, enc, group)
+        enc_rows = enc if shared else enc.repeat_interleave(group, dim=0)
         generator = torch.Generator().manual_seed(opts.seed) if opts.temperature > 0 else None
         beam = opts.temperature == 0 and group > 1
         search = _BeamSearch(n_audio, group, opts.patience, self.s.eot) if beam else None

@@ -39,3 +39,30 @@ def cache_bytes(cache: EncoderDecoderCache | DynamicCache | None) -> KVCacheByte
         return KVCacheBytes(self_attn=_cache_bytes(cache))
     return KVCacheBytes(self_attn=_cache_bytes(cache.self_attention_cache),
                         cross_attn=_cache_bytes(cache.cross_attention_cache))
+
+
+def prefill_cross_cache(model, cache: EncoderDecoderCache, enc: torch.Tensor, group: int) -> bool:
+    """Fill stock cross-attention K/V for `group` rows per window from `enc` (n, frames, d) once.
+
+    Stock decoding projects the encoder output of every beam (or best-of sample) separately
+    on the first step: `group` identical K/V computations per layer, about as much arithmetic
+    as the rest of a 30 s window's decoding. Here each window's K/V is projected once and
+    copied to its rows, so the cache holds exactly what stock Whisper holds (one copy per
+    row, as the memory comparison expects). Returns False (and does nothing) when some
+    layer's cross-attention is not stock `WhisperAttention` (MLA and exact-cross modules
+    manage their own state).
+    """
+    from transformers.models.whisper.modeling_whisper import WhisperAttention
+
+    layers = model.model.decoder.layers
+    if not all(type(layer.encoder_attn) is WhisperAttention for layer in layers):
+        return False
+    n, frames, _ = enc.shape
+    for i, layer in enumerate(layers):
+        attn = layer.encoder_attn
+        shape = (n, frames, attn.num_heads, attn.head_dim)
+        k = attn.k_proj(enc).view(shape).transpose(1, 2).repeat_interleave(group, dim=0)
+        v = attn.v_proj(enc).view(shape).transpose(1, 2).repeat_interleave(group, dim=0)
+        cache.cross_attention_cache.update(k.contiguous(), v.contiguous(), attn.layer_idx)
+        cache.is_updated[attn.layer_idx] = True
+    return True

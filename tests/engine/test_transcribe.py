@@ -147,3 +147,22 @@ def test_quiet_cut_lands_in_a_pause():
     cut = quiet_cut(audio)
     assert 2400 <= cut <= 2450
     assert quiet_cut(audio[: 16000 * 12]) == 1200  # a short last window is kept whole
+
+
+def test_beam_cross_kv_projected_once_per_window_is_exact(tiny, sample_path, monkeypatch):
+    """Beam 5 with the cross K/V projected once and copied per beam = stock's per-beam projection."""
+    import engine.decoding as decoding
+    from engine.decoding import DecodeOptions, WindowDecoder
+    from engine.features import log_mel
+
+    dec = WindowDecoder(tiny)
+    enc = dec.encode(log_mel(load_audio(sample_path), tiny.n_mels))
+    opts = DecodeOptions(language=None, beam_size=5)
+    fast = dec.decode(enc, opts)[0]
+    fast_kv = dec.kv_peak
+    monkeypatch.setattr(decoding, "prefill_cross_cache", lambda *args: False)  # stock: every beam projects
+    dec_stock = WindowDecoder(tiny)
+    stock = dec_stock.decode(enc, opts)[0]
+    assert fast.tokens == stock.tokens and fast.text == stock.text
+    assert abs(fast.avg_logprob - stock.avg_logprob) < 1e-4
+    assert fast_kv == dec_stock.kv_peak and fast_kv.cross_attn == 5 * 4 * 1500 * 384 * 2 * 4  # a copy per beam
