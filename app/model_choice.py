@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 BUNDLED_MODELS = ("tiny.en", "base")  # mirrors engine.model_sources.BUNDLED without importing torch here
@@ -75,7 +75,7 @@ class ModelChoice:
     def kv_text(self) -> str:
         """'stock', 'MLA 87.5%', 'MLA r=64' (+ exact cross)."""
         if not self.is_mla:
-            return "stock"
+            return "MLA (folder)" if _is_mla_folder(self.source) else "stock"
         core = f"MLA r={self.rank}" if self.rank else f"MLA {100 * (self.kv_reduction or 0):g}%"
         return core + (" + exact cross" if self.exact_cross else "")
 
@@ -87,6 +87,16 @@ class ModelChoice:
 
     def label(self) -> str:
         return f"{self.source_text()} · {self.kv_text()}"
+
+
+def _is_mla_folder(source: str) -> bool:
+    """A saved Whisper-MLA folder (its settings file is there); no engine import needed."""
+    if source in BUNDLED_MODELS or _is_hub_id(source):
+        return False
+    try:
+        return (Path(source).expanduser() / "mla_config.json").is_file()
+    except OSError:
+        return False
 
 
 def _is_hub_id(s: str) -> bool:

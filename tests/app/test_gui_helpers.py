@@ -27,6 +27,7 @@ def test_model_choice_round_trip_and_keys():
     assert ModelChoice.from_dict(c.to_dict()) == c
     assert c.kv_text() == "MLA 87.5%"
     assert ModelChoice(kv_mode="mla", rank=64, exact_cross=True).kv_text() == "MLA r=64 + exact cross"
+    assert ModelChoice().kv_text() == "stock"
     # beam size and language do not change the loaded weights; the KV mode does
     assert c.model_key() == ModelChoice(source="tiny.en", kv_mode="mla", kv_reduction=0.875).model_key()
     assert c.model_key() != ModelChoice(source="tiny.en").model_key()
@@ -37,6 +38,15 @@ def test_model_choice_round_trip_and_keys():
     assert ModelChoice.from_dict(None) == ModelChoice()
     assert ModelChoice(source="/models/my-whisper/").source_text() == "my-whisper"
     assert ModelChoice(source="openai/whisper-small").source_text() == "openai/whisper-small"
+
+
+def test_a_saved_mla_folder_is_labelled_mla_before_it_loads(tmp_path):
+    folder = tmp_path / "tiny-mla875"
+    folder.mkdir()
+    assert ModelChoice(source=str(folder)).label() == "tiny-mla875 · stock"  # a plain folder: stock weights
+    (folder / "mla_config.json").write_text("{}")
+    assert ModelChoice(source=str(folder)).label() == "tiny-mla875 · MLA (folder)"
+
 
 
 def test_expand_recurses_folders_for_media_only(tmp_path: Path, data_dir: Path):

@@ -238,9 +238,9 @@ def _bad(kind: str, d: Path, media: dict[str, Path], x: np.ndarray) -> tuple[Pat
     if kind == "directory":
         (d / "dir.wav").mkdir()
         return d / "dir.wav", "is a directory", True
-    if kind == "empty":
-        (d / "empty.mp3").write_bytes(b"")
-        return d / "empty.mp3", "file is empty", True
+    if kind.startswith("empty"):
+        (p := d / f"empty.{kind[6:] or 'mp3'}").write_bytes(b"")
+        return p, "file is empty", True
     if kind == "zero_wav":
         sf.write(d / "zero.wav", np.zeros(0, np.float32), 16000)
         return d / "zero.wav", "contains no audio samples", True
@@ -280,8 +280,9 @@ def _read_through(path: Path) -> None:
             start += 30 * SAMPLE_RATE
 
 
-BAD = ["missing", "directory", "empty", "zero_wav", "zero_flac", "trunc_wav", "trunc_flac", "trunc_mp3",
-       "corrupt_flac", "corrupt_mp3", "random_mp3", "random_wav", "random_flac", "random_m4a", "text",
+BAD = ["missing", "directory", "empty", "empty_wav", "empty_flac", "zero_wav", "zero_flac", "trunc_wav",
+       "trunc_flac", "trunc_mp3", "corrupt_flac", "corrupt_mp3", "random_mp3", "random_wav", "random_flac",
+       "random_m4a", "random_ogg", "random_opus", "random_aac", "random_mp4", "random_mkv", "random_webm", "text",
        "text_as_wav", "video_no_audio"]
 
 
