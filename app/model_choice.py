@@ -75,7 +75,7 @@ class ModelChoice:
     def kv_text(self) -> str:
         """'stock', 'MLA 87.5%', 'MLA r=64' (+ exact cross)."""
         if not self.is_mla:
-            return "MLA (folder)" if _is_mla_folder(self.source) else "stock"
+            return "MLA (folder)" if is_mla_folder(self.source) else "stock"
         core = f"MLA r={self.rank}" if self.rank else f"MLA {100 * (self.kv_reduction or 0):g}%"
         return core + (" + exact cross" if self.exact_cross else "")
 
@@ -89,12 +89,11 @@ class ModelChoice:
         return f"{self.source_text()} · {self.kv_text()}"
 
 
-def _is_mla_folder(source: str) -> bool:
-    """A saved Whisper-MLA folder (its settings file is there); no engine import needed."""
-    if source in BUNDLED_MODELS or _is_hub_id(source):
-        return False
+def is_mla_folder(spec: str) -> bool:
+    """A folder written by engine.mla.save_mla_model (its marker file; no torch import here)."""
     try:
-        return (Path(source).expanduser() / "mla_config.json").is_file()
+        p = Path(spec).expanduser()
+        return p.is_dir() and (p / "mla_config.json").is_file()
     except OSError:
         return False
 

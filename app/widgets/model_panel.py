@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QInputDialog,
                                QLabel, QPushButton, QSpinBox, QVBoxLayout)
 
-from app.model_choice import BUNDLED_MODELS, ModelChoice
+from app.model_choice import BUNDLED_MODELS, ModelChoice, is_mla_folder
 
 BUNDLED_LABELS = {"tiny.en": "Whisper tiny.en (bundled)", "base": "Whisper base, multilingual (bundled)"}
 PRESETS = ((0.75, "75% smaller (r = d/2)"), (0.875, "87.5% smaller (r = d/4)"), (None, "Custom rank"))
@@ -16,12 +15,6 @@ DEVICES = (("auto", "Auto (GPU if available)"), ("cpu", "CPU"), ("cuda", "NVIDIA
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "tr", "ar", "hi", "ja", "ko", "zh")
 MLA_HINT = ("Whisper-MLA caches one small latent per token instead of full keys and values. "
             "75% is close to stock accuracy; 87.5% saves more and benefits from fine-tuning.")
-
-
-def is_mla_folder(spec: str) -> bool:
-    """A folder written by engine.mla.save_mla_model (its marker file; no torch import here)."""
-    p = Path(spec).expanduser()
-    return p.is_dir() and (p / "mla_config.json").is_file()
 
 
 class ModelPanel(QGroupBox):
