@@ -10,6 +10,8 @@ Public API (imported lazily so `import engine.finetune` stays cheap):
 """
 from __future__ import annotations
 
+from engine.lazy_exports import lazy_getattr
+
 _EXPORTS = {
     "distill": "engine.finetune.trainer",
     "supervised": "engine.finetune.trainer",
@@ -24,10 +26,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'engine.finetune' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

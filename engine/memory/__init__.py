@@ -13,6 +13,8 @@ Imported lazily so `import engine.memory` costs nothing.
 """
 from __future__ import annotations
 
+from engine.lazy_exports import lazy_getattr
+
 _EXPORTS = {
     "MemorySample": "engine.memory.probes",
     "GpuStatus": "engine.memory.probes",
@@ -29,10 +31,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'engine.memory' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

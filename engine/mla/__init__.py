@@ -13,6 +13,8 @@ Public API (imported lazily so `import engine.mla` stays cheap and free of cycle
 """
 from __future__ import annotations
 
+from engine.lazy_exports import lazy_getattr
+
 _EXPORTS = {
     "MLAConfig": "engine.mla.config",
     "MLAAttention": "engine.mla.attention",
@@ -30,10 +32,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'engine.mla' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
