@@ -8,13 +8,14 @@ bytes per token, which are scaled to the longest decode (448 tokens). So an MLA 
 latent) or one with exact cross-attention (no cross cache) automatically gets a larger batch.
 Per window the estimate is
 
-    mel + encoder output x (1 + rows) + max(encoder activations, KV cache x (2 if beams) + logits)
+    encoder output + KV cache x rows + logits
 
-with rows = beam size (beam search copies the encoder output and the caches per beam and
-reorders them, which briefly doubles them). Encoder activations are measured with torch's
-allocator on CUDA and estimated on CPU (hidden states of one layer; the score matrix too
-when the attention is not SDPA/flash). A single
-temperature-fallback window decoded with `best_of` rows is added once.
+with rows = beam size (the rows of a window share its encoder output; beam search reorders
+the self-attention cache one layer at a time). Once per batch comes the larger of two things
+that never overlap the batch's decode: one encoder call over `ENCODER_CHUNK` windows
+(features, plus activations measured with torch's allocator on CUDA, estimated on CPU:
+hidden states of one layer, plus the score matrix when the attention is not SDPA/flash),
+and one temperature-fallback window decoded again with `best_of` rows.
 
 `run_with_oom_fallback(decode_windows, indices, batch_size)` (from `engine.memory.oom`, re-exported
 here) runs a batched loop: on CUDA out-of-memory it halves the batch and retries the same
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 
 from engine.memory.oom import FallbackState, free_cuda_memory, is_oom_error, move_to_cpu, run_with_oom_fallback
+from engine.decoding import ENCODER_CHUNK
 from engine.model_sources import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -90,11 +92,26 @@ class WindowCache:
     def self_bytes_max(self) -> int:
         return self.self_bytes_per_token * self.max_tokens
 
-    def window_bytes(self, rows: int = 1, n_mels: int = 80) -> int:
-        """Memory one window needs while decoded with `rows` rows (beams)."""
-        kv = (self.self_bytes_max + self.cross_bytes) * rows * (2 if rows > 1 else 1)
-        decode = kv + 3 * self.logits_bytes_per_row * rows
-        return n_mels * 3000 * 4 + self.encoder_out_bytes * (1 + rows) + max(self.encoder_activation_bytes, decode)
+    def window_bytes(self, rows: int = 1) -> int:
+        """Memory one window of a batch holds while decoded with `rows` rows (beams or samples).
+
+        Its encoder output (once: the rows of a window share it), `rows` KV caches (beam search
+        reorders the self-attention cache a layer at a time, never a second whole cache) and a
+        few rows of logits. Features and encoder activations are not in it: they exist for
+        `ENCODER_CHUNK` windows at a time (`encoder_bytes`).
+        """
+        kv = (self.self_bytes_max + self.cross_bytes) * rows
+        return self.encoder_out_bytes + kv + 3 * self.logits_bytes_per_row * rows
+
+    def encoder_bytes(self, windows: int = ENCODER_CHUNK, n_mels: int = 80) -> int:
+        """Transient memory of one encoder call: features and activations of min(windows, ENCODER_CHUNK) windows."""
+        return (self.encoder_activation_bytes + feature_bytes(n_mels)) * max(1, min(windows, ENCODER_CHUNK))
+
+
+def feature_bytes(n_mels: int) -> int:
+    """Peak of turning one 30 s window into log-mel features: samples, complex STFT, power, mel."""
+    samples, bins, frames = 480_000, 201, 3001
+    return samples * 4 + bins * frames * (8 + 4) + n_mels * 3000 * 4 * 2
 
 
 _measured: "weakref.WeakKeyDictionary[Any, tuple[tuple, WindowCache]]" = weakref.WeakKeyDictionary()
@@ -215,8 +232,11 @@ def plan_batch(loaded: LoadedModel, budget_bytes: int | str | None = None, beam_
     if n_windows is not None:
         cap = max(1, min(cap, n_windows))
     rows = max(1, beam_size)
-    per_window = cost.window_bytes(rows, loaded.n_mels)
-    fixed = cost.window_bytes(max(1, best_of), loaded.n_mels) if best_of > rows else 0
+    per_window = cost.window_bytes(rows)
+    # after the batch: failed windows are decoded again one at a time with best_of rows; before
+    # it: one encoder call. Neither overlaps the batch's decode, so the larger one counts.
+    fallback = cost.window_bytes(max(1, best_of)) if best_of > rows else 0
+    fixed = max(fallback, cost.encoder_bytes(cap, loaded.n_mels))
     n = batch_for_budget(per_window, available, cap, fixed)
     if fixed + per_window > available:
         log.warning("memory budget (%d MiB free for windows) is below one window (%d MiB): batch 1",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,7 @@ from engine.results import KVCacheBytes
 
 log = logging.getLogger(__name__)
 NEG_INF = float("-inf")
+ENCODER_CHUNK = 8  # windows per encoder call: saturates a GPU, bounds the transient memory
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,28 @@ class WindowDecoder:
     # -- model calls -------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
-        mel = mel.to(self.loaded.device, self.loaded.dtype)
-        return self.model.model.encoder(mel).last_hidden_state
+        """Encoder output (n, 1500, d) of log-mel windows (n, n_mels, 3000)."""
+        return self.encode_chunks(mel.shape[0], lambda i, j: mel[i:j])
+
+    @torch.inference_mode()
+    def encode_chunks(self, n: int, features: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
+        """Encoder output of `n` windows, asking `features(i, j)` for windows i..j-1, ENCODER_CHUNK at a time.
+
+        Neither the features nor the encoder's transient activations (tens of MB per window on
+        large models) then scale with the batch; otherwise they, not the cache, would set the
+        largest batch that fits for an MLA model, whose per-window cache is small.
+        """
+        out = None
+        for i in range(0, n, ENCODER_CHUNK):
+            j = min(n, i + ENCODER_CHUNK)
+            hidden = self.model.model.encoder(features(i, j).to(self.loaded.device, self.loaded.dtype)).last_hidden_state
+            if n <= ENCODER_CHUNK:
+                return hidden
+            if out is None:  # filled in place: a concatenation would briefly hold the output twice
+                out = hidden.new_empty((n,) + tuple(hidden.shape[1:]))
+            out[i:j] = hidden
+            del hidden
+        return out
 
     def _logits(self, tokens: torch.Tensor, enc: torch.Tensor, cache, positions: list[int] | None = None) -> torch.Tensor:
         """(rows, len(positions), vocab) logits at the given positions only (default: the last).
@@ -126,19 +148,7 @@ class WindowDecoder:
             return
         tb = self.s.timestamp_begin
         logits[:, self.s.no_timestamps] = NEG_INF
-        sampled = tokens[:, sample_begin:].tolist()
-        for k, seq in enumerate(sampled):
-            last_ts = len(seq) >= 1 and seq[-1] >= tb
-            penult_ts = len(seq) < 2 or seq[-2] >= tb
-            if last_ts:
-                if penult_ts:
-                    logits[k, tb:] = NEG_INF  # a timestamp pair closed: text must follow
-                else:
-                    logits[k, : self.s.eot] = NEG_INF  # after text + timestamp: timestamp or end
-            stamps = [t for t in seq if t >= tb]
-            if stamps:  # timestamps never go backwards
-                floor = stamps[-1] if (last_ts and not penult_ts) else stamps[-1] + 1
-                logits[k, tb:floor] = NEG_INF
+        timestamp_pairing_rules(logits, tokens[:, sample_begin:], tb, self.s.eot)
         if first:
             logits[:, :tb] = NEG_INF
             max_index = round(opts.max_initial_timestamp / 0.02)
@@ -227,6 +237,29 @@ class WindowDecoder:
         toks, logp = max(cands, key=score)
         text = self.loaded.tokenizer.decode([t for t in toks if t < self.s.eot])
         return DecodeResult(toks, text, logp / (len(toks) + 1), no_speech, opts.temperature, compression_ratio(text))
+
+
+def timestamp_pairing_rules(logits: torch.Tensor, sampled: torch.Tensor, tb: int, eot: int) -> None:
+    """In place, openai-whisper's per-row timestamp rules, vectorised over rows (a batch can have hundreds).
+
+    `sampled` (rows, n) are the tokens decoded so far; `tb` the first timestamp token. After a
+    closed timestamp pair text must follow; after text + timestamp only a timestamp or the end;
+    timestamps never go backwards (nor repeat, except to close a pair).
+    """
+    n = sampled.shape[1]
+    if not n:
+        return
+    is_ts = sampled >= tb
+    last_ts = is_ts[:, -1]
+    penult_ts = is_ts[:, -2] if n >= 2 else torch.ones_like(last_ts)
+    logits[last_ts & penult_ts, tb:] = NEG_INF
+    logits[last_ts & ~penult_ts, :eot] = NEG_INF
+    positions = torch.arange(1, n + 1, device=sampled.device)
+    last_stamp = sampled.gather(1, (is_ts * positions).argmax(dim=1, keepdim=True)).squeeze(1)
+    floor = torch.where(last_ts & ~penult_ts, last_stamp, last_stamp + 1)
+    floor = torch.where(is_ts.any(dim=1), floor, torch.full_like(floor, tb))
+    cols = torch.arange(logits.shape[1], device=logits.device)
+    logits.masked_fill_((cols >= tb) & (cols < floor[:, None].to(logits.device)), NEG_INF)
 
 
 def _group_rows(tokens, sum_logprobs, begin, n_audio, group, eot) -> list[list[tuple[list[int], float]]]:

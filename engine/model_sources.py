@@ -213,6 +213,19 @@ def _is_mla_dir(path: Path) -> bool:
     return is_mla_dir(path)
 
 
+def avoid_cudnn_attention() -> None:
+    """Keep scaled-dot-product attention off its cuDNN backend (flash / memory-efficient kernels instead).
+
+    Measured on an H200 (torch 2.11, large-v3 shapes, float16, batch 1): a stock decoder step
+    took 40.9 ms with the default backends and 11.6 ms without cuDNN's; the cause was not
+    pinned down (`bench/bench_gpu.py --profile` writes the profiler tables). Process-wide,
+    which is fine: the engine's worker process only runs Whisper.
+    """
+    if torch.backends.cuda.cudnn_sdp_enabled():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        log.info("cuDNN attention disabled: slow for step-by-step decoding")
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
@@ -239,6 +252,8 @@ def resolve_model(spec: str | None = None, device: str | torch.device | None = "
         ).to(dev)
         kv_mode = "stock"
     model.eval()
+    if dev.type == "cuda":
+        avoid_cudnn_attention()
     try:
         tokenizer = WhisperTokenizerFast.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as e:

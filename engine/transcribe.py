@@ -296,7 +296,9 @@ class Transcriber:
     def _decode_windows_oom_safe(self, audios: list) -> list[DecodeResult]:
         """Decode windows in sub-batches; a CUDA OOM halves the sub-batch, at 1 the model moves to the CPU."""
         def decode(idx: list[int]) -> list[DecodeResult]:
-            return self._decode_batch(self.decoder.encode(self._mel([audios[i] for i in idx])))
+            # features and encoder run a few windows at a time (memory), the decoder on the whole batch
+            return self._decode_batch(self.decoder.encode_chunks(
+                len(idx), lambda i, j: self._mel([audios[k] for k in idx[i:j]])))
 
         to_cpu = self._fall_back_to_cpu if self.loaded.device.type == "cuda" else None
         results: list[DecodeResult] = []

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,25 +95,57 @@ def init_reason() -> str | None:
     return _NVML.init()
 
 
-def _handle(index: int | None, torch) -> object:
-    """NVML handle of the GPU torch calls `cuda:index` (matched by UUID when torch has CUDA up)."""
+# A sampler asks 20 times a second, from a thread beside a decode loop that is often bound by
+# Python: every driver call there hands the GIL back and forth. The handle and name of a GPU
+# never change, so they are looked up once. Device memory is read at most every
+# DEVICE_REFRESH_S (torch's allocator counters, read on every tick, are the exact signal for
+# this process; NVML adds what other processes and the CUDA context hold), and this process's
+# usage, the slowest call (it walks every process on the GPU), every PROCESS_REFRESH_S.
+DEVICE_REFRESH_S = 0.2
+PROCESS_REFRESH_S = 0.5
+_memory_cache: dict[int, tuple[float, "NvmlMemory"]] = {}
+_handles: dict[int | None, tuple[object, str]] = {}
+_process_cache: dict[int, tuple[float, int | None, str | None]] = {}
+
+
+def _handle(index: int | None, torch) -> tuple[object, str]:
+    """(NVML handle, name) of the GPU torch calls `cuda:index` (matched by UUID when torch has CUDA up)."""
+    key = index if torch is None else (index if index is not None else torch.cuda.current_device())
+    hit = _handles.get(key)
+    if hit is not None:
+        return hit
     import pynvml
 
+    handle = None
     if torch is not None:
-        idx = index if index is not None else torch.cuda.current_device()
         try:
-            uuid = str(torch.cuda.get_device_properties(idx).uuid)
-            return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+            uuid = str(torch.cuda.get_device_properties(key).uuid)
+            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
         except Exception:
-            index = idx  # fall through to the index mapping
-    idx = index or 0
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-    if visible and all(v.strip().isdigit() for v in visible) and idx < len(visible):
-        idx = int(visible[idx])
-    return pynvml.nvmlDeviceGetHandleByIndex(idx)
+            index = key  # fall through to the index mapping
+    if handle is None:
+        idx = index or 0
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        if visible and all(v.strip().isdigit() for v in visible) and idx < len(visible):
+            idx = int(visible[idx])
+        handle = pynvml.nvmlDeviceGetHandleByIndex(idx)
+    name = pynvml.nvmlDeviceGetName(handle)
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    _handles[key] = (handle, name)
+    return handle, name
 
 
 def _process_usage(handle) -> tuple[int | None, str | None]:
+    now = time.monotonic()
+    hit = _process_cache.get(id(handle))
+    if hit is not None and now - hit[0] < PROCESS_REFRESH_S:
+        return hit[1], hit[2]
+    used, reason = _read_process_usage(handle)
+    _process_cache[id(handle)] = (now, used, reason)
+    return used, reason
+
+
+def _read_process_usage(handle) -> tuple[int | None, str | None]:
     import pynvml
 
     try:
@@ -128,6 +161,25 @@ def _process_usage(handle) -> tuple[int | None, str | None]:
     return None, "this process is not listed by the driver (no CUDA context yet, or a container PID namespace)"
 
 
+_v2_works: bool | None = None
+
+
+def _memory_info(pynvml, handle):
+    """Memory info, v2 where the driver has it: v1's `used` also counts memory the driver
+    reserves for itself (about 600 MiB more than nvidia-smi showed on an H200)."""
+    global _v2_works
+    version = getattr(pynvml, "nvmlMemory_v2", None)
+    if version is not None and _v2_works is not False:
+        try:
+            info = pynvml.nvmlDeviceGetMemoryInfo(handle, version=version)
+            _v2_works = True
+            return info
+        except Exception as e:  # an older driver: fall back to v1 from now on
+            log.debug("NVML memory info v2 unavailable (%s); using v1", e)
+            _v2_works = False
+    return pynvml.nvmlDeviceGetMemoryInfo(handle)
+
+
 def query(index: int | None, torch=None) -> tuple[NvmlMemory | None, str | None]:
     """(memory of GPU `index`, None) or (None, reason). `torch`: the module when CUDA is in use."""
     reason = init_reason()
@@ -136,11 +188,15 @@ def query(index: int | None, torch=None) -> tuple[NvmlMemory | None, str | None]
     try:
         import pynvml
 
-        handle = _handle(index, torch)
-        info = pynvml.nvmlDeviceGetMemoryInfo(handle)
-        name = pynvml.nvmlDeviceGetName(handle)
-        name = name.decode() if isinstance(name, bytes) else str(name)
+        handle, name = _handle(index, torch)
+        now = time.monotonic()
+        hit = _memory_cache.get(id(handle))
+        if hit is not None and now - hit[0] < DEVICE_REFRESH_S:
+            return hit[1], None
+        info = _memory_info(pynvml, handle)
         proc, proc_reason = _process_usage(handle)
-        return NvmlMemory(name, int(info.used), int(info.total), proc, proc_reason), None
+        mem = NvmlMemory(name, int(info.used), int(info.total), proc, proc_reason)
+        _memory_cache[id(handle)] = (now, mem)
+        return mem, None
     except Exception as e:
         return None, f"NVML query failed ({e})"

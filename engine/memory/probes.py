@@ -139,8 +139,10 @@ def torch_cuda_memory(device: Any = None) -> tuple[TorchCudaMemory | None, str |
         return None, reason
     try:
         dev = torch.device("cuda", index if index is not None else torch.cuda.current_device())
-        return TorchCudaMemory(int(torch.cuda.memory_allocated(dev)), int(torch.cuda.memory_reserved(dev)),
-                               int(torch.cuda.max_memory_allocated(dev))), None
+        stats = torch.cuda.memory_stats(dev)  # one call: memory_allocated() & co. each rebuild this dict
+        return TorchCudaMemory(int(stats.get("allocated_bytes.all.current", 0)),
+                               int(stats.get("reserved_bytes.all.current", 0)),
+                               int(stats.get("allocated_bytes.all.peak", 0))), None
     except Exception as e:
         return None, f"torch CUDA query failed ({e})"
 

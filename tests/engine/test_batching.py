@@ -69,8 +69,9 @@ def test_auto_batch_gives_mla_a_larger_batch(tiny):
     mla = replace(tiny, model=model)
     stock_cost, mla_cost = measure_window_cache(tiny), measure_window_cache(mla)
     assert mla_cost.self_bytes_per_token * 4 == stock_cost.self_bytes_per_token  # r = d/2 instead of 2d
-    per_window = stock_cost.window_bytes(5, tiny.n_mels)
-    budget = model_bytes(tiny.model) + (256 << 20) + 8 * per_window + per_window // 2
+    per_window = stock_cost.window_bytes(5)
+    encoder_call = stock_cost.encoder_bytes(16, tiny.n_mels)  # once per batch, before the decode
+    budget = model_bytes(tiny.model) + (256 << 20) + encoder_call + 8 * per_window + per_window // 2
     stock_batch = choose_batch_size(tiny, budget, beam_size=5, margin=0.0)
     mla_batch = choose_batch_size(mla, budget, beam_size=5, margin=0.0)
     assert stock_batch == 8
@@ -137,3 +138,25 @@ def test_oom_without_cpu_fallback_and_other_errors_propagate():
         list(run_with_oom_fallback(lambda idx: [1], range(3), 2))
     assert is_oom_error(torch.cuda.OutOfMemoryError("x")) and is_oom_error(RuntimeError("CUDA out of memory"))
     assert not is_oom_error(RuntimeError("shape mismatch"))
+
+
+def test_batch_is_encoded_a_chunk_at_a_time(tiny, monkeypatch):
+    """Features and encoder run ENCODER_CHUNK windows at a time; the output equals one big call."""
+    import engine.decoding as decoding
+    from engine.decoding import WindowDecoder
+
+    monkeypatch.setattr(decoding, "ENCODER_CHUNK", 2)
+    mel = torch.randn(5, tiny.n_mels, 3000, generator=torch.Generator().manual_seed(0)).clamp(-1, 1)
+    asked: list[tuple[int, int]] = []
+
+    def features(i: int, j: int) -> torch.Tensor:
+        asked.append((i, j))
+        return mel[i:j]
+
+    dec = WindowDecoder(tiny)
+    chunked = dec.encode_chunks(5, features)
+    with torch.inference_mode():
+        whole = tiny.model.model.encoder(mel).last_hidden_state
+    assert asked == [(0, 2), (2, 4), (4, 5)]
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, atol=1e-4, rtol=1e-4)
