@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(BENCH_DIR / "out" / "finetune"), help="model folders go here")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--trainable", default=None)
+    ap.add_argument("--augment", type=float, default=None, help="share of training crops perturbed (speed/noise/gain)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--merge", nargs="+", default=None, help="print one table from these --json files")
     args = ap.parse_args(argv)
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     assert not {p.name for p in utts} & set(TRAIN_FILES)
     refs = [reference_text(p) for p in utts]
     minutes = [float(m) for m in args.minutes.split(",")]
-    over = {k: v for k, v in {"lr": args.lr, "trainable": args.trainable}.items() if v is not None}
+    over = {k: v for k, v in {"lr": args.lr, "trainable": args.trainable, "augment": args.augment}.items()
+            if v is not None}
     options = FinetuneOptions(**over)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

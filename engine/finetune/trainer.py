@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +73,7 @@ class FinetuneOptions:
     autocast: bool = True  # bf16/fp16 autocast on CUDA (ignored on the CPU)
     save_dtype: str = "float16"
     teacher_cache: str | None = None  # default: <model cache>/finetune-teacher
+    cross_kv_cache_mb: float | None = None  # per-crop cross K/V kept in memory; None: a quarter of free memory
     snapshot_minutes: tuple[float, ...] = ()  # also write the best-so-far model at these training minutes
 
     def __post_init__(self) -> None:
@@ -153,7 +155,7 @@ def _fingerprint(student_dir: Path, options: FinetuneOptions, crops: list[Crop],
 
     keep = {k: v for k, v in dataclasses.asdict(options).items()
             if k not in ("steps", "minutes", "patience", "device", "teacher_cache", "snapshot_minutes",
-                         "eval_every", "checkpoint_every", "save_dtype")}
+                         "eval_every", "checkpoint_every", "save_dtype", "cross_kv_cache_mb")}
     payload = json.dumps({"student": str(Path(student_dir).resolve()), "options": keep, "method": method,
                           "crops": [c.key for c in crops]}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -163,6 +165,18 @@ def _fingerprint(student_dir: Path, options: FinetuneOptions, crops: list[Crop],
 class _Item:
     crop_index: int
     seq: Sequence
+
+
+def cross_kv_budget(options: FinetuneOptions, device: torch.device) -> int:
+    """Bytes the per-crop cross-attention K/V may take: the option, else a quarter of free memory."""
+    if options.cross_kv_cache_mb is not None:
+        return int(options.cross_kv_cache_mb * 1e6)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 4
+    import psutil
+
+    return psutil.virtual_memory().available // 4
 
 
 class _Run:
@@ -181,7 +195,10 @@ class _Run:
         # them once instead of once per sequence and step is the largest saving on a CPU
         from transformers.models.whisper.modeling_whisper import WhisperAttention
 
-        self.kv_cache: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        # bounded (least recently used out first): 18 MB per crop for tiny.en, 110 MB for small
+        self.kv_cache: OrderedDict[int, list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.kv_cache_budget = cross_kv_budget(options, self.device)
+        self.kv_capacity: int | None = None
         self.share_cross_kv = self.encoder_frozen and all(
             type(layer.encoder_attn) is WhisperAttention and not layer.encoder_attn.k_proj.weight.requires_grad
             and not layer.encoder_attn.v_proj.weight.requires_grad for layer in student.model.decoder.layers)
@@ -212,15 +229,24 @@ class _Run:
     def cross_kv(self, idx: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder layer, (keys, values) of shape (len(idx), heads, frames, head_dim)."""
         for i in idx:
-            if i not in self.kv_cache:
-                enc = self.encoder_out([i], grad=False)
-                kv = []
-                for layer in self.student.model.decoder.layers:
-                    a = layer.encoder_attn
-                    shape = (1, -1, a.num_heads, a.head_dim)
-                    kv.append((a.k_proj(enc).view(shape).transpose(1, 2).contiguous(),
-                               a.v_proj(enc).view(shape).transpose(1, 2).contiguous()))
-                self.kv_cache[i] = kv
+            if i in self.kv_cache:
+                self.kv_cache.move_to_end(i)
+                continue
+            enc = self.encoder_out([i], grad=False)
+            kv = []
+            for layer in self.student.model.decoder.layers:
+                a = layer.encoder_attn
+                shape = (1, -1, a.num_heads, a.head_dim)
+                kv.append((a.k_proj(enc).view(shape).transpose(1, 2).contiguous(),
+                           a.v_proj(enc).view(shape).transpose(1, 2).contiguous()))
+            self.kv_cache[i] = kv
+            if self.kv_capacity is None:
+                per_crop = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+                self.kv_capacity = max(1, self.kv_cache_budget // per_crop)
+                log.info("cross-attention K/V of up to %d crops kept (%.0f MB each, budget %.0f MB)",
+                         self.kv_capacity, per_crop / 1e6, self.kv_cache_budget / 1e6)
+            while len(self.kv_cache) > max(self.kv_capacity, len(idx)):
+                self.kv_cache.popitem(last=False)
         layers = len(self.student.model.decoder.layers)
         return [(torch.cat([self.kv_cache[i][n][0] for i in idx]), torch.cat([self.kv_cache[i][n][1] for i in idx]))
                 for n in range(layers)]

@@ -82,6 +82,57 @@ def output_row_weight(
     return m
 
 
+@dataclass
+class WeightedSVD:
+    """The (weighted) SVD of one layer's [W_k; W_v]: truncate it to any rank with `truncate`."""
+
+    u: torch.Tensor
+    s: torch.Tensor  # singular values, descending: s[r:]**2 is what rank r loses, in the weighted norm
+    vh: torch.Tensor
+    chol: torch.Tensor | None  # L of the input second moment (calibrated), else None
+    m: torch.Tensor | None  # the output row weight, else None
+    d: int
+    device: torch.device
+    dtype: torch.dtype
+
+    def truncate(self, rank: int) -> LowRankKV:
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        if rank > max_rank(self.d):
+            log.warning("rank %d > d=%d is no more exact than r=d; using r=%d", rank, self.d, self.d)
+            rank = max_rank(self.d)
+        if self.chol is None:
+            down = self.vh[:rank]
+        else:  # V_r^T L^{-1}: solve L^T X^T = V_r, i.e. X = (L^{-T} V_r)^T
+            down = torch.linalg.solve_triangular(self.chol.T, self.vh[:rank].T, upper=True).T
+        up = self.u[:, :rank] * self.s[:rank]
+        if self.m is not None:
+            up = torch.linalg.solve(self.m, up)
+        energy = float((self.s[:rank] ** 2).sum() / (self.s**2).sum())
+        cast = lambda t: t.to(self.device, self.dtype).contiguous()  # noqa: E731
+        return LowRankKV(cast(down), cast(up[: self.d]), cast(up[self.d :]), energy)
+
+
+def weighted_svd(
+    w_k: torch.Tensor,
+    w_v: torch.Tensor,
+    second_moment: torch.Tensor | None = None,
+    eps: float = 1e-4,
+    row_weight: torch.Tensor | None = None,
+) -> WeightedSVD:
+    """SVD of M [w_k; w_v] L (M = `row_weight` or I, L L^T = regularised `second_moment` or I)."""
+    d = w_k.shape[1]
+    w = torch.cat([_cpu64(w_k), _cpu64(w_v)], dim=0)  # (2d, d)
+    m = _cpu64(row_weight) if row_weight is not None else None
+    target = m @ w if m is not None else w
+    chol = None
+    if second_moment is not None:
+        chol = torch.linalg.cholesky(_regularised(_cpu64(second_moment), eps))  # sigma = L L^T
+        target = target @ chol
+    u, s, vh = torch.linalg.svd(target, full_matrices=False)
+    return WeightedSVD(u, s, vh, chol, m, d, w_k.device, w_k.dtype)
+
+
 def factorize_kv(
     w_k: torch.Tensor,
     w_v: torch.Tensor,
@@ -97,26 +148,28 @@ def factorize_kv(
     `row_weight` (2d, 2d, invertible; see `output_row_weight`) measures the error of the
     outputs in a weighted norm: SVD of M W L, then W_up = M^{-1} U_r S_r.
     """
-    d = w_k.shape[1]
-    if rank > max_rank(d):
-        log.warning("rank %d > d=%d is no more exact than r=d; using r=%d", rank, d, d)
-        rank = max_rank(d)
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
-    w = torch.cat([_cpu64(w_k), _cpu64(w_v)], dim=0)  # (2d, d)
-    m = _cpu64(row_weight) if row_weight is not None else None
-    target = m @ w if m is not None else w
-    if second_moment is None:
-        u, s, vh = torch.linalg.svd(target, full_matrices=False)
-        down = vh[:rank]
-    else:
-        chol = torch.linalg.cholesky(_regularised(_cpu64(second_moment), eps))  # sigma = L L^T
-        u, s, vh = torch.linalg.svd(target @ chol, full_matrices=False)
-        # V_r^T L^{-1}: solve L^T X^T = V_r, i.e. X = (L^{-T} V_r)^T
-        down = torch.linalg.solve_triangular(chol.T, vh[:rank].T, upper=True).T
-    up = u[:, :rank] * s[:rank]
-    if m is not None:
-        up = torch.linalg.solve(m, up)
-    energy = float((s[:rank] ** 2).sum() / (s**2).sum())
-    cast = lambda t: t.to(w_k.device, w_k.dtype).contiguous()  # noqa: E731
-    return LowRankKV(cast(down), cast(up[:d]), cast(up[d:]), energy)
+    return weighted_svd(w_k, w_v, second_moment, eps, row_weight).truncate(rank)
+
+
+def allocate_ranks(spectra: list[torch.Tensor], total: int, min_rank: int = 1) -> list[int]:
+    """Ranks per layer summing to `total` that keep the most squared singular value overall.
+
+    Each layer first gets `min_rank`; the rest of the budget goes to the largest remaining
+    singular values across all layers (within a layer they are sorted, so every layer keeps
+    a prefix). The spectra must be in one unit for this to mean anything: the output-weighted
+    calibrated SVD measures every layer's error in the residual stream it writes to.
+    """
+    n = len(spectra)
+    sizes = [len(s) for s in spectra]
+    if not n or total < n * min_rank or total > sum(sizes):
+        raise ValueError(f"cannot give {n} layers of sizes {sizes} a total rank of {total} (at least {min_rank} each)")
+    ranks = [min(min_rank, size) for size in sizes]
+    rest = total - sum(ranks)
+    candidates = torch.cat([spectra[i][ranks[i]:].double() ** 2 for i in range(n)])
+    owners = torch.cat([torch.full((sizes[i] - ranks[i],), i) for i in range(n)])
+    if rest > 0:
+        for i in owners[torch.topk(candidates, rest).indices].tolist():
+            ranks[i] += 1
+    return ranks

@@ -170,3 +170,12 @@ def test_cli_help_and_a_tiny_run(mla_dir, data_dir, tmp_path, capsys):
     assert "1 steps" in capsys.readouterr().out
     assert main(["finetune", "--model", str(mla_dir), "--audio", str(tmp_path / "missing.flac"),
                  "--out", str(out)]) == 1
+
+
+def test_bounded_cross_kv_cache_trains_identically(mla_dir, data_dir, opts, tmp_path, full_run):
+    """With room for one crop's cross-attention K/V, the others are recomputed: same result, less memory."""
+    small = dataclasses.replace(opts, cross_kv_cache_mb=0.001)
+    res = distill(mla_dir, [data_dir / CLIP], tmp_path / "out", small)
+    assert res.steps == full_run.steps
+    a, b = load_mla_model(res.out_dir)[0].state_dict(), load_mla_model(full_run.out_dir)[0].state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

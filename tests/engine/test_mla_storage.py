@@ -116,3 +116,37 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys):
         parser.parse_args(["convert", "--modules", "decoder-self,bogus", "--rank", "8", "--out", "x"])
     with pytest.raises(SystemExit):
         parser.parse_args(["convert", "--rank", "8", "--kv-reduction", "0.75", "--out", "x"])
+
+
+def test_allocate_ranks_follows_the_spectra():
+    from engine.mla.factorize import allocate_ranks
+
+    flat = torch.full((8,), 0.9)
+    steep = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05])
+    ranks = allocate_ranks([flat, steep], total=8, min_rank=2)
+    assert sum(ranks) == 8 and min(ranks) >= 2
+    assert ranks == [4, 4]  # steep's 2.0 and 1.0 beat flat's 0.9s, which beat steep's 0.5
+    assert allocate_ranks([flat, flat * 10], total=10, min_rank=2) == [2, 8]
+    with pytest.raises(ValueError):
+        allocate_ranks([flat, steep], total=17)
+
+
+def test_per_layer_ranks_keep_the_budget_and_round_trip(tiny, enc, tmp_path):
+    """rank_allocation="spectrum": same total latent, uneven per layer, saved and loaded as such."""
+    from engine.kv_cache import cache_bytes, new_cache
+
+    model = copy.deepcopy(tiny.model)
+    cfg = convert_model(model, kv_reduction=0.75, init="svd", rank_allocation="spectrum", source="tiny.en")
+    d, n_layers = tiny.model.config.d_model, tiny.model.config.decoder_layers
+    ranks = cfg.ranks["decoder-self"]
+    assert sum(ranks) == n_layers * d // 2 and len(set(ranks)) > 1 and min(ranks) >= d // 8
+    cache = new_cache()
+    ids = torch.tensor([decode_prompt(model) + [679, 714, 4043]])
+    with torch.inference_mode():
+        model.model.decoder(input_ids=ids, encoder_hidden_states=enc, cache=cache, use_cache=True)
+    # the cache really holds sum(ranks) numbers per token (float32), whatever each layer's share
+    assert cache_bytes(cache).self_attn == sum(ranks) * ids.shape[1] * 4
+    out = save_mla_model(model, cfg, tmp_path / "spectrum", tokenizer=tiny.tokenizer, extra_files_from=tiny.folder)
+    loaded, loaded_cfg = load_mla_model(out, "cpu", torch.float32)
+    assert loaded_cfg.ranks == cfg.ranks
+    assert torch.equal(teacher_forced_logits(loaded, enc), teacher_forced_logits(model, enc))
