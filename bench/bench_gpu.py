@@ -117,8 +117,8 @@ def build(shape_name: str, variant: str, device: torch.device, dtype: torch.dtyp
     return LoadedModel(model, None, settings_for(shape), info, Path("."), device, dtype)
 
 
-def free(*objs) -> None:
-    del objs
+def free() -> None:
+    """Collect garbage and hand cached CUDA blocks back; callers `del` their own references first."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -265,7 +265,8 @@ def exactness(shape_name: str, device: torch.device, dtypes: list[str], n_tokens
             convert_model(other.model, **kwargs)
             other.model.to(device=device, dtype=dtype)
             checks[label] = rel_err(step_logits(other, tokens, mel), ref)
-            free(other)
+            del other
+            free()
         mla = copy.deepcopy(stock)
         convert_model(mla.model, kv_reduction=0.75, init="svd")
         mla.model.to(device=device, dtype=dtype)
@@ -280,7 +281,8 @@ def exactness(shape_name: str, device: torch.device, dtypes: list[str], n_tokens
         rows.append({"dtype": dname, "check": "absorbed vs naive argmax agreement", "rel_err": None,
                      "agreement": agree})
         log.info("exactness %s: %s", dname, {k: f"{v:.2e}" for k, v in checks.items()})
-        free(stock, mla, ref, naive)
+        del stock, mla, ref, naive, absorbed
+        free()
     return rows
 
 
@@ -306,7 +308,8 @@ def sweep(shape_name: str, variants: list[str], batches: list[int], positions: i
                          run.kv_self / 2**20, run.kv_cross / 2**20, run.to_dict()["tokens_per_s"] / b,
                          run.to_dict()["tokens_per_s"], run.to_dict()["windows_per_s"])
         out[variant] = {"weights_bytes": model_bytes(loaded.model), "runs": runs}
-        free(loaded)
+        del loaded
+        free()
     return out
 
 
@@ -362,7 +365,8 @@ def max_batch(shape_name: str, variant: str, sweep_runs: list[dict[str, Any]], b
               "slope_bytes_per_window": slope, "intercept_bytes": intercept}
     if best is not None:
         result["run"] = fits[best].to_dict()
-    free(loaded)
+    del loaded
+    free()
     return result
 
 
@@ -408,7 +412,8 @@ def sampler_check(shape_name: str, variant: str, batch: int, positions: int, dev
         "torch_memory_allocated": torch_alloc, "nvidia_smi": smi,
     }
     log.info("sampler: overhead %+.2f%%, %.0f us of sampler CPU per tick", 100 * out["overhead"], out["us_per_tick"])
-    free(loaded)
+    del loaded
+    free()
     return out
 
 
@@ -454,7 +459,8 @@ def step_profile(shape_name: str, variants: list[str], device, dtype, out_dir: P
                       + avg.table(sort_by="self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total",
                                   row_limit=15)
                       + f"\n## {shape_name} {variant} by CPU time\n" + avg.table(sort_by="self_cpu_time_total", row_limit=15))
-        free(loaded)
+        del loaded
+        free()
     if out_dir is not None:
         (out_dir / "profile.txt").write_text("\n\n".join(tables))
     return result
@@ -482,7 +488,8 @@ def oom_fallback_check(shape_name: str, device, dtype, windows: int = 24, positi
             seen.extend(idx)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, cuda_index(device))
-    free(loaded)
+    del loaded
+    free()
     return {"windows": windows, "budget_bytes": budget, "oom_events": state.oom_events,
             "final_batch": state.batch_size, "each_once_in_order": seen == list(range(windows))}
 
@@ -501,7 +508,8 @@ def confirm_plan(shape_name: str, variant: str, budget: int, positions: int, dev
     log.info("plan %s %s: batch %d %s", shape_name, variant, planned["batch"],
              f"fits, peak {run.peak_allocated / 2**20:.0f} MiB, {run.to_dict()['windows_per_s']:.2f} win/s" if run
              else "OOM")
-    free(loaded)
+    del loaded
+    free()
     return {"plan_batch": planned, "fits": run is not None, "run": run.to_dict() if run else None}
 
 
@@ -533,7 +541,8 @@ def probe_costs(shape_name: str, device, dtype, calls: int = 200) -> dict[str, f
             fn()
         out[name] = 1e6 * (time.perf_counter() - t) / calls
     log.info("probe costs (us per call): %s", {k: round(v, 1) for k, v in out.items()})
-    free(loaded, cache)
+    del loaded, cache, kept
+    free()
     return out
 
 
