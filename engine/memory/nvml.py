@@ -12,8 +12,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,10 @@ def init_reason() -> str | None:
 # usage, the slowest call (it walks every process on the GPU), every PROCESS_REFRESH_S.
 DEVICE_REFRESH_S = 0.2
 PROCESS_REFRESH_S = 0.5
-_memory_cache: dict[int, tuple[float, "NvmlMemory"]] = {}
+_memory_cache: dict[int, tuple[float, NvmlMemory]] = {}
 _handles: dict[int | None, tuple[object, str]] = {}
-_process_cache: dict[int, tuple[float, int | None, str | None]] = {}
+_process_cache: dict[int, tuple[float, tuple[int | None, str | None]]] = {}
+T = TypeVar("T")
 
 
 def _handle(index: int | None, torch) -> tuple[object, str]:
@@ -135,14 +138,19 @@ def _handle(index: int | None, torch) -> tuple[object, str]:
     return handle, name
 
 
-def _process_usage(handle) -> tuple[int | None, str | None]:
+def _recent(cache: dict, key: int, max_age_s: float, read: Callable[[], T]) -> T:
+    """`read()`, or what it returned for `key` less than `max_age_s` ago."""
     now = time.monotonic()
-    hit = _process_cache.get(id(handle))
-    if hit is not None and now - hit[0] < PROCESS_REFRESH_S:
-        return hit[1], hit[2]
-    used, reason = _read_process_usage(handle)
-    _process_cache[id(handle)] = (now, used, reason)
-    return used, reason
+    hit = cache.get(key)
+    if hit is not None and now - hit[0] < max_age_s:
+        return hit[1]
+    value = read()
+    cache[key] = (now, value)
+    return value
+
+
+def _process_usage(handle) -> tuple[int | None, str | None]:
+    return _recent(_process_cache, id(handle), PROCESS_REFRESH_S, lambda: _read_process_usage(handle))
 
 
 def _read_process_usage(handle) -> tuple[int | None, str | None]:
@@ -189,14 +197,11 @@ def query(index: int | None, torch=None) -> tuple[NvmlMemory | None, str | None]
         import pynvml
 
         handle, name = _handle(index, torch)
-        now = time.monotonic()
-        hit = _memory_cache.get(id(handle))
-        if hit is not None and now - hit[0] < DEVICE_REFRESH_S:
-            return hit[1], None
-        info = _memory_info(pynvml, handle)
-        proc, proc_reason = _process_usage(handle)
-        mem = NvmlMemory(name, int(info.used), int(info.total), proc, proc_reason)
-        _memory_cache[id(handle)] = (now, mem)
-        return mem, None
+
+        def read() -> NvmlMemory:
+            info = _memory_info(pynvml, handle)
+            return NvmlMemory(name, int(info.used), int(info.total), *_process_usage(handle))
+
+        return _recent(_memory_cache, id(handle), DEVICE_REFRESH_S, read), None
     except Exception as e:
         return None, f"NVML query failed ({e})"
