@@ -365,8 +365,6 @@ def max_batch(shape_name: str, variant: str, sweep_runs: list[dict[str, Any]], b
               "slope_bytes_per_window": slope, "intercept_bytes": intercept}
     if best is not None:
         result["run"] = fits[best].to_dict()
-    del loaded
-    free()
     return result
 
 
@@ -412,8 +410,6 @@ def sampler_check(shape_name: str, variant: str, batch: int, positions: int, dev
         "torch_memory_allocated": torch_alloc, "nvidia_smi": smi,
     }
     log.info("sampler: overhead %+.2f%%, %.0f us of sampler CPU per tick", 100 * out["overhead"], out["us_per_tick"])
-    del loaded
-    free()
     return out
 
 
@@ -488,8 +484,6 @@ def oom_fallback_check(shape_name: str, device, dtype, windows: int = 24, positi
             seen.extend(idx)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, cuda_index(device))
-    del loaded
-    free()
     return {"windows": windows, "budget_bytes": budget, "oom_events": state.oom_events,
             "final_batch": state.batch_size, "each_once_in_order": seen == list(range(windows))}
 
@@ -508,8 +502,6 @@ def confirm_plan(shape_name: str, variant: str, budget: int, positions: int, dev
     log.info("plan %s %s: batch %d %s", shape_name, variant, planned["batch"],
              f"fits, peak {run.peak_allocated / 2**20:.0f} MiB, {run.to_dict()['windows_per_s']:.2f} win/s" if run
              else "OOM")
-    del loaded
-    free()
     return {"plan_batch": planned, "fits": run is not None, "run": run.to_dict() if run else None}
 
 
@@ -541,8 +533,6 @@ def probe_costs(shape_name: str, device, dtype, calls: int = 200) -> dict[str, f
             fn()
         out[name] = 1e6 * (time.perf_counter() - t) / calls
     log.info("probe costs (us per call): %s", {k: round(v, 1) for k, v in out.items()})
-    del loaded, cache, kept
-    free()
     return out
 
 
@@ -676,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             report.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"
             return None
         finally:
+            free()  # the section's models are unreachable now that its frame is gone
             log.info("%s took %.1f s", name, time.monotonic() - t)
             save()
 
