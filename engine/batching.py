@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from engine.memory.oom import FallbackState, free_cuda_memory, is_oom_error, move_to_cpu, run_with_oom_fallback
 from engine.decoding import ENCODER_CHUNK
+from engine.memory.oom import FallbackState, free_cuda_memory, is_oom_error, move_to_cpu, run_with_oom_fallback
 from engine.model_sources import LoadedModel
 
 log = logging.getLogger(__name__)

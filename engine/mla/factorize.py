@@ -120,7 +120,13 @@ def weighted_svd(
     eps: float = 1e-4,
     row_weight: torch.Tensor | None = None,
 ) -> WeightedSVD:
-    """SVD of M [w_k; w_v] L (M = `row_weight` or I, L L^T = regularised `second_moment` or I)."""
+    """SVD of M [w_k; w_v] L (M = `row_weight` or I, L L^T = regularised `second_moment` or I).
+
+    `eps` regularises the second moment relative to its mean eigenvalue (trace / d), so
+    directions never seen in calibration still get a little weight and L is invertible.
+    `row_weight` (2d, 2d, invertible; see `output_row_weight`) measures the error of the
+    outputs in a weighted norm; `truncate(r)` then sets W_up = M^{-1} U_r S_r.
+    """
     d = w_k.shape[1]
     w = torch.cat([_cpu64(w_k), _cpu64(w_v)], dim=0)  # (2d, d)
     m = _cpu64(row_weight) if row_weight is not None else None
@@ -131,26 +137,6 @@ def weighted_svd(
         target = target @ chol
     u, s, vh = torch.linalg.svd(target, full_matrices=False)
     return WeightedSVD(u, s, vh, chol, m, d, w_k.device, w_k.dtype)
-
-
-def factorize_kv(
-    w_k: torch.Tensor,
-    w_v: torch.Tensor,
-    rank: int,
-    second_moment: torch.Tensor | None = None,
-    eps: float = 1e-4,
-    row_weight: torch.Tensor | None = None,
-) -> LowRankKV:
-    """Factorise [w_k; w_v] (each (d, d)) to rank `rank`; calibrated when `second_moment` is given.
-
-    `eps` regularises the second moment relative to its mean eigenvalue (trace / d), so
-    directions never seen in calibration still get a little weight and L is invertible.
-    `row_weight` (2d, 2d, invertible; see `output_row_weight`) measures the error of the
-    outputs in a weighted norm: SVD of M W L, then W_up = M^{-1} U_r S_r.
-    """
-    if rank < 1:
-        raise ValueError(f"rank must be >= 1, got {rank}")
-    return weighted_svd(w_k, w_v, second_moment, eps, row_weight).truncate(rank)
 
 
 def allocate_ranks(spectra: list[torch.Tensor], total: int, min_rank: int = 1) -> list[int]:
