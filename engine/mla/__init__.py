@@ -3,7 +3,9 @@
 Public API (imported lazily so `import engine.mla` stays cheap and free of cycles):
 
 * `convert_model(model, rank=None, kv_reduction=None, modules=("decoder-self",), init="calibrated",
-  calibration_features=None, exact_cross=False) -> MLAConfig`: in-place conversion.
+  calibration_features=None, exact_cross=False, *, compensate=True, keep_key_dims=0, ...) -> MLAConfig`:
+  in-place conversion (layer by layer, each decoder layer fitted behind the converted ones;
+  `keep_key_dims` gives the paper's layout of exact key dimensions beside the latent).
 * `save_mla_model(model, cfg, out_dir, tokenizer=..., feature_extractor=...)`,
   `load_mla_model(path, device, dtype) -> (model, MLAConfig)`, `is_mla_dir(path)`.
 * `kv_cache_bytes(cache) -> KVCacheBytes`: bytes of the tensors a decoder cache holds.

@@ -33,10 +33,12 @@ class Moments:
     firsts: dict[tuple, torch.Tensor] = field(default_factory=dict)
     counts: dict[tuple, float] = field(default_factory=dict)  # (weighted) rows
 
-    def add(self, key: tuple, x: torch.Tensor, weight: float = 1.0) -> None:
+    def add(self, key: tuple, x: torch.Tensor, weight: float = 1.0, left: torch.Tensor | None = None) -> None:
+        """Accumulate x x^T (or left x^T, rows aligned with x's, for a cross moment) and x."""
         x = x.detach().reshape(-1, x.shape[-1]).float()  # products on the model's device, sums on CPU in fp64
+        y = x if left is None else left.detach().reshape(-1, left.shape[-1]).float()
         cpu64 = lambda t: t.to("cpu", torch.float64)  # noqa: E731 - (some GPU backends lack float64)
-        s, f, n = weight * cpu64(x.T @ x), weight * cpu64(x.sum(0)), weight * x.shape[0]
+        s, f, n = weight * cpu64(y.T @ x), weight * cpu64(x.sum(0)), weight * x.shape[0]
         if key in self.sums:
             self.sums[key] += s
             self.firsts[key] += f
@@ -49,6 +51,15 @@ class Moments:
 
     def mean(self, key: tuple) -> torch.Tensor | None:
         return self.firsts[key] / max(1, self.counts[key]) if key in self.firsts else None
+
+
+@dataclass
+class ForcedSequence:
+    """One teacher-forced calibration sequence, kept to replay it through a partly converted model."""
+
+    tokens: list[int]
+    encoder_output: torch.Tensor  # (1, frames, d_model): shared by the sequences of one window
+    weight: float
 
 
 def features_for_files(paths: list[str | Path], n_mels: int = 80, max_windows: int = 64) -> torch.Tensor:
@@ -137,10 +148,12 @@ def calibration_sequences(model, transcripts: list[list[int]], timestamped: list
 
 @torch.inference_mode()
 def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch_size: int = 4,
-                    max_new_tokens: int = 224, conditioned_weight: float = CONDITIONED_WEIGHT) -> Moments:
+                    max_new_tokens: int = 224, conditioned_weight: float = CONDITIONED_WEIGHT,
+                    keep_sequences: list[ForcedSequence] | None = None) -> Moments:
     """Input statistics of every attention module of the given kinds, on the model's own transcripts.
 
     Keys: (kind, layer, "kv") for the key/value input, (kind, layer, "q") for the query input.
+    `keep_sequences`, when given, receives every teacher-forced sequence (for `collect_drift_moments`).
     """
     moments = Moments()
     param = next(model.parameters())
@@ -172,6 +185,8 @@ def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch
             seqs = calibration_sequences(model, plains, stamped, history, conditioned_weight)
             for row, pairs in enumerate(seqs):
                 for seq, weight in pairs:
+                    if keep_sequences is not None:
+                        keep_sequences.append(ForcedSequence(seq, enc[row : row + 1], weight))
                     state.update(on=True, weight=weight)
                     model.model.decoder(input_ids=torch.tensor([seq], device=enc.device),
                                         encoder_hidden_states=enc[row : row + 1], use_cache=False)
@@ -179,4 +194,60 @@ def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch
     finally:
         for h in handles:
             h.remove()
+    return moments
+
+
+class _LayerReached(Exception):
+    """Raised by a capture hook: nothing after the captured layer needs computing."""
+
+
+@torch.inference_mode()
+def collect_drift_moments(model, layer: int, stock_modules: dict[int, torch.nn.Module],
+                          sequences: list[ForcedSequence]) -> Moments:
+    """Input statistics of decoder layer `layer`'s self-attention after the layers before it were converted.
+
+    Every sequence runs twice: once with `stock_modules` (layer index -> the original
+    self-attention module) put back, giving the stock input x, and once as the model now is,
+    giving the drifted input x~. Keys: ("decoder-self", layer, "kv") holds E[x~ x~^T] (and
+    the mean of x~), ("decoder-self", layer, "cross") holds E[x x~^T]. With these,
+    `weighted_svd(..., cross_moment=...)` fits the layer's latent to reproduce stock's keys
+    and values from the inputs it will really see, so the error of earlier layers is
+    partly undone instead of passed on.
+    """
+    layers = model.model.decoder.layers
+    captured: list[torch.Tensor] = []
+
+    def hook(module, args, kwargs):
+        captured.append(args[0] if args else kwargs["hidden_states"])
+        raise _LayerReached
+
+    def run(seq: ForcedSequence) -> torch.Tensor:
+        captured.clear()
+        try:
+            model.model.decoder(input_ids=torch.tensor([seq.tokens], device=seq.encoder_output.device),
+                                encoder_hidden_states=seq.encoder_output, use_cache=False)
+        except _LayerReached:
+            pass
+        return captured[0]
+
+    def swap(modules: dict[int, torch.nn.Module]) -> dict[int, torch.nn.Module]:
+        old = {}
+        for i, m in modules.items():
+            old[i], layers[i].self_attn = layers[i].self_attn, m
+        return old
+
+    moments = Moments()
+    handle = layers[layer].self_attn.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for seq in sequences:
+            converted = swap(stock_modules)
+            try:
+                x = run(seq)
+            finally:
+                swap(converted)
+            x_drift = run(seq)
+            moments.add(("decoder-self", layer, "kv"), x_drift, seq.weight)
+            moments.add(("decoder-self", layer, "cross"), x_drift, seq.weight, left=x)
+    finally:
+        handle.remove()
     return moments

@@ -2,7 +2,8 @@
 
     whisper-mla convert [--model SPEC] (--kv-reduction 0.75 | --rank R)
         [--modules decoder-self[,cross,encoder-self] | none] [--init svd|calibrated]
-        [--calibrate AUDIO ...] [--exact-cross] [--device cpu|cuda|auto]
+        [--calibrate AUDIO ...] [--no-compensate] [--keep-key-dims N [--key-selection norm|uniform]]
+        [--exact-cross] [--device cpu|cuda|auto]
         [--save-dtype float16|bfloat16|float32] --out DIR
 """
 from __future__ import annotations
@@ -41,6 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weight SVD or activation-calibrated SVD (default; far more accurate)")
     p.add_argument("--calibrate", nargs="+", default=None, metavar="AUDIO",
                    help="audio files for calibration (default: the bundled sample recording)")
+    p.add_argument("--no-compensate", dest="compensate", action="store_false",
+                   help="calibrate every decoder layer on stock inputs instead of fitting each one behind "
+                        "the layers already converted (the default; far better at 87.5%%)")
+    p.add_argument("--keep-key-dims", type=int, default=0, metavar="N",
+                   help="the paper's layout: cache N key dimensions per head exactly, the rest of the rank "
+                        "as a joint latent (same cache size)")
+    p.add_argument("--key-selection", choices=("norm", "uniform"), default="norm",
+                   help="which key dimensions --keep-key-dims keeps: largest query-key 2-norm (default) or evenly spaced")
     p.add_argument("--exact-cross", action="store_true",
                    help="exact cache-free cross-attention (no approximation; saves the cross K/V cache)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
@@ -80,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = convert_model(loaded.model, rank=args.rank, kv_reduction=args.kv_reduction, modules=modules,
                             init=args.init, exact_cross=args.exact_cross, calibration_audio=calib,
-                            source=loaded.info.source)
+                            source=loaded.info.source, compensate=args.compensate,
+                            keep_key_dims=args.keep_key_dims, key_selection=args.key_selection)
     except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -10,12 +10,16 @@ import torch
 from torch import nn
 
 from engine.mla.attention import MLAAttention
-from engine.mla.calibrate import DEFAULT_CALIBRATION, Moments, collect_moments, features_for_files
+from engine.mla.calibrate import (DEFAULT_CALIBRATION, ForcedSequence, Moments, collect_drift_moments,
+                                  collect_moments, features_for_files)
 from engine.mla.config import MODULE_KINDS, MLAConfig, rank_for_reduction, reduction_for_rank
 from engine.mla.cross import ExactCrossAttention
 from engine.mla.factorize import allocate_ranks, max_rank, output_row_weight, weighted_svd
+from engine.mla.kept_keys import KEY_SELECTIONS, dim_energies, kept_key_factors, select_kept_key_dims
 
 log = logging.getLogger(__name__)
+
+COMPENSATE_DEFAULT = True
 
 
 def _slots(model, kind: str) -> Iterator[tuple[int, nn.Module, str]]:
@@ -57,6 +61,9 @@ def convert_model(
     weighting: str = "output",
     key_scale: float = 1.0,
     rank_allocation: str = "uniform",
+    compensate: bool = COMPENSATE_DEFAULT,
+    keep_key_dims: int = 0,
+    key_selection: str = "norm",
 ) -> MLAConfig:
     """Replace attention modules of a `WhisperForConditionalGeneration` in place.
 
@@ -78,9 +85,23 @@ def convert_model(
     starves the first layers and is far worse: WER 27.2 / 38.9 / 26.7% on the LibriSpeech
     utterances / concat / LJ Speech against 14.6 / 14.0 / 5.4% uniform (normalising each
     layer's spectrum by its own energy: 15.9 / 15.8 / 8.5%). An experiment, not a default.
+
+    `compensate` (calibrated decoder self-attention, uniform ranks): convert the layers one
+    after the other, each fitted to reproduce stock's keys and values from the inputs it
+    sees behind the already converted layers (`collect_drift_moments`), so errors are
+    partly undone rather than compounded. Costs two teacher-forced passes per layer.
+
+    `keep_key_dims` n > 0: the paper's layout (`engine.mla.kept_keys`): per head n key
+    dimensions (chosen by `key_selection`, "norm" or "uniform") are cached exactly and the
+    rest of the rank is a joint latent of the other key rows and the values. Same cache
+    size as the plain latent of the same rank.
     """
     if rank_allocation not in ("uniform", "spectrum"):
         raise ValueError(f"rank_allocation must be 'uniform' or 'spectrum', got {rank_allocation!r}")
+    if keep_key_dims and rank_allocation != "uniform":
+        raise ValueError("kept key dimensions need uniform rank allocation")
+    if key_selection not in KEY_SELECTIONS:
+        raise ValueError(f"key_selection must be one of {', '.join(KEY_SELECTIONS)}, got {key_selection!r}")
     if weighting not in ("output", "none"):
         raise ValueError(f"weighting must be 'output' or 'none', got {weighting!r}")
     modules = tuple(dict.fromkeys(modules))
@@ -93,6 +114,7 @@ def convert_model(
     r = _resolve_rank(d, rank, kv_reduction) if modules else 0
 
     moments: Moments | None = None
+    sequences: list[ForcedSequence] | None = None
     if modules and init == "calibrated":
         audio_names: list[str] = []
         if calibration_features is None:
@@ -105,44 +127,80 @@ def convert_model(
             audio_names = [p.name for p in paths]
             calibration_features = features_for_files(paths, n_mels=model.config.num_mel_bins)
         log.info("calibrating on %d windows", calibration_features.shape[0])
-        moments = collect_moments(model, calibration_features, modules)
+        sequences = [] if compensate else None
+        moments = collect_moments(model, calibration_features, modules, keep_sequences=sequences)
         cfg.calibration_audio = audio_names
         cfg.init_options = {"eps": eps, "weighting": weighting, "key_scale": key_scale,
                             "windows": int(calibration_features.shape[0])}
     if rank_allocation != "uniform":
         cfg.init_options["rank_allocation"] = rank_allocation
 
+    def layer_factors(kind: str, i: int, attn, drift: Moments | None, rank: int):
+        if not keep_key_dims:
+            return layer_svd(kind, i, attn, drift).truncate(rank)
+        sigma, weight, cross = layer_inputs(kind, i, attn, drift)
+        energies = dim_energies(attn.q_proj.weight, attn.q_proj.bias, attn.k_proj.weight,
+                                *((moments.second_moment((kind, i, "q")), moments.mean((kind, i, "q")),
+                                   moments.second_moment((kind, i, "kv"))) if moments is not None else ()))
+        kept = select_kept_key_dims(attn.num_heads, attn.head_dim, keep_key_dims, key_selection, *energies)
+        return kept_key_factors(attn.k_proj.weight, attn.v_proj.weight, kept, rank, sigma, eps=eps,
+                                row_weight=weight, cross_moment=cross)
+
+    def layer_svd(kind: str, i: int, attn, drift: Moments | None):
+        sigma, weight, cross = layer_inputs(kind, i, attn, drift)
+        return weighted_svd(attn.k_proj.weight, attn.v_proj.weight, sigma, eps=eps, row_weight=weight,
+                            cross_moment=cross)
+
+    def layer_inputs(kind: str, i: int, attn, drift: Moments | None):
+        """(input second moment, output row weight, cross moment) for one layer's factorisation."""
+        sigma, weight, cross = None, None, None
+        if moments is not None:
+            sigma = moments.second_moment((kind, i, "kv"))
+            if drift is not None:
+                sigma, cross = drift.second_moment((kind, i, "kv")), drift.second_moment((kind, i, "cross"))
+            if weighting == "output":
+                weight = output_row_weight(attn.q_proj.weight, attn.q_proj.bias, attn.out_proj.weight,
+                                           attn.num_heads, moments.second_moment((kind, i, "q")),
+                                           moments.mean((kind, i, "q")), key_scale=key_scale, eps=eps)
+        return sigma, weight, cross
+
+    def install(kind: str, i: int, layer, attr: str, low) -> int:
+        attn = getattr(layer, attr)
+        mla = MLAAttention.like(attn, low.rank)
+        with torch.no_grad():
+            mla.kv_down.weight.copy_(low.down)
+            mla.k_up.weight.copy_(low.k_up)
+            mla.v_up.weight.copy_(low.v_up)
+            mla.v_up.bias.copy_(attn.v_proj.bias)
+        setattr(layer, attr, mla)
+        log.debug("%s layer %d: rank %d keeps %.4f of the energy", kind, i, low.rank, low.energy)
+        return low.rank
+
+    compensated = False
     for kind in modules:
         slots = list(_slots(model, kind))
-        svds = []
-        for i, layer, attr in slots:
-            attn = getattr(layer, attr)
-            sigma, weight = None, None
-            if moments is not None:
-                sigma = moments.second_moment((kind, i, "kv"))
-                if weighting == "output":
-                    weight = output_row_weight(attn.q_proj.weight, attn.q_proj.bias, attn.out_proj.weight,
-                                               attn.num_heads, moments.second_moment((kind, i, "q")),
-                                               moments.mean((kind, i, "q")), key_scale=key_scale, eps=eps)
-            svds.append(weighted_svd(attn.k_proj.weight, attn.v_proj.weight, sigma, eps=eps, row_weight=weight))
-        if rank_allocation == "spectrum":
-            layer_ranks = allocate_ranks([f.s for f in svds], r * len(slots), min_rank=max(1, r // 4))
+        if sequences and kind == "decoder-self" and rank_allocation == "uniform":
+            stock_modules: dict[int, nn.Module] = {}
+            ranks = []
+            for i, layer, attr in slots:  # in order: each layer sees the converted ones before it
+                attn = getattr(layer, attr)
+                drift = collect_drift_moments(model, i, stock_modules, sequences) if stock_modules else None
+                ranks.append(install(kind, i, layer, attr, layer_factors(kind, i, attn, drift, r)))
+                stock_modules[i] = attn
+            compensated = True
         else:
-            layer_ranks = [r] * len(slots)
-        ranks = []
-        for (i, layer, attr), svd, layer_rank in zip(slots, svds, layer_ranks):
-            attn = getattr(layer, attr)
-            low = svd.truncate(layer_rank)
-            mla = MLAAttention.like(attn, low.rank)
-            with torch.no_grad():
-                mla.kv_down.weight.copy_(low.down)
-                mla.k_up.weight.copy_(low.k_up)
-                mla.v_up.weight.copy_(low.v_up)
-                mla.v_up.bias.copy_(attn.v_proj.bias)
-            setattr(layer, attr, mla)
-            ranks.append(low.rank)
-            log.debug("%s layer %d: rank %d keeps %.4f of the energy", kind, i, low.rank, low.energy)
+            if rank_allocation == "spectrum":
+                svds = [layer_svd(kind, i, getattr(layer, attr), None) for i, layer, attr in slots]
+                layer_ranks = allocate_ranks([f.s for f in svds], r * len(slots), min_rank=max(1, r // 4))
+                lows = [svd.truncate(lr) for svd, lr in zip(svds, layer_ranks)]
+            else:
+                lows = [layer_factors(kind, i, getattr(layer, attr), None, r) for i, layer, attr in slots]
+            ranks = [install(kind, i, layer, attr, low) for (i, layer, attr), low in zip(slots, lows)]
         cfg.ranks[kind] = ranks
+    if compensated:
+        cfg.init_options["compensate"] = True
+    if keep_key_dims:
+        cfg.init_options.update(keep_key_dims=keep_key_dims, key_selection=key_selection)
     if exact_cross:
         for _, layer, attr in _slots(model, "cross"):
             setattr(layer, attr, ExactCrossAttention.like(getattr(layer, attr)))

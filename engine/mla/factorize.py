@@ -92,15 +92,16 @@ class WeightedSVD:
     chol: torch.Tensor | None  # L of the input second moment (calibrated), else None
     m: torch.Tensor | None  # the output row weight, else None
     d: int
+    k_rows: int  # rows of W_k in the factorised stack (d, or fewer when some key rows are kept exact)
     device: torch.device
     dtype: torch.dtype
 
     def truncate(self, rank: int) -> LowRankKV:
         if rank < 1:
             raise ValueError(f"rank must be >= 1, got {rank}")
-        if rank > max_rank(self.d):
-            log.warning("rank %d > d=%d is no more exact than r=d; using r=%d", rank, self.d, self.d)
-            rank = max_rank(self.d)
+        if rank > len(self.s):
+            log.warning("rank %d > %d is no more exact than r=%d", rank, len(self.s), len(self.s))
+            rank = len(self.s)
         if self.chol is None:
             down = self.vh[:rank]
         else:  # V_r^T L^{-1}: solve L^T X^T = V_r, i.e. X = (L^{-T} V_r)^T
@@ -110,7 +111,7 @@ class WeightedSVD:
             up = torch.linalg.solve(self.m, up)
         energy = float((self.s[:rank] ** 2).sum() / (self.s**2).sum())
         cast = lambda t: t.to(self.device, self.dtype).contiguous()  # noqa: E731
-        return LowRankKV(cast(down), cast(up[: self.d]), cast(up[self.d :]), energy)
+        return LowRankKV(cast(down), cast(up[: self.k_rows]), cast(up[self.k_rows :]), energy)
 
 
 def weighted_svd(
@@ -119,6 +120,7 @@ def weighted_svd(
     second_moment: torch.Tensor | None = None,
     eps: float = 1e-4,
     row_weight: torch.Tensor | None = None,
+    cross_moment: torch.Tensor | None = None,
 ) -> WeightedSVD:
     """SVD of M [w_k; w_v] L (M = `row_weight` or I, L L^T = regularised `second_moment` or I).
 
@@ -126,17 +128,32 @@ def weighted_svd(
     directions never seen in calibration still get a little weight and L is invertible.
     `row_weight` (2d, 2d, invertible; see `output_row_weight`) measures the error of the
     outputs in a weighted norm; `truncate(r)` then sets W_up = M^{-1} U_r S_r.
+
+    `cross_moment` E[x x~^T] is for inputs x~ that differ from the stock inputs x the
+    weights were trained on (earlier layers already converted): `second_moment` is then
+    E[x~ x~^T] = L L^T and the SVD is of M W E[x x~^T] L^{-T}, the rank-r map from x~ that
+    best reproduces M W x (reduced-rank regression). The regulariser is added to both
+    moments alike (as if some isotropic inputs had x~ = x), so with x~ = x it is the
+    plain calibrated factorisation.
     """
     d = w_k.shape[1]
-    w = torch.cat([_cpu64(w_k), _cpu64(w_v)], dim=0)  # (2d, d)
+    w = torch.cat([_cpu64(w_k), _cpu64(w_v)], dim=0)  # (2d, d), or fewer key rows
     m = _cpu64(row_weight) if row_weight is not None else None
     target = m @ w if m is not None else w
     chol = None
+    if cross_moment is not None and second_moment is None:
+        raise ValueError("cross_moment needs the second moment of the same (drifted) inputs")
     if second_moment is not None:
-        chol = torch.linalg.cholesky(_regularised(_cpu64(second_moment), eps))  # sigma = L L^T
-        target = target @ chol
+        sigma = _cpu64(second_moment)
+        reg = _regularised(sigma, eps)
+        chol = torch.linalg.cholesky(reg)  # sigma = L L^T
+        if cross_moment is None:
+            target = target @ chol
+        else:  # M W E[x x~^T] L^{-T}, with the same regulariser added to E[x x~^T]
+            cross = _cpu64(cross_moment) + (reg - 0.5 * (sigma + sigma.T))
+            target = target @ torch.linalg.solve_triangular(chol, cross.T, upper=False).T
     u, s, vh = torch.linalg.svd(target, full_matrices=False)
-    return WeightedSVD(u, s, vh, chol, m, d, w_k.device, w_k.dtype)
+    return WeightedSVD(u, s, vh, chol, m, d, w_k.shape[0], w_k.device, w_k.dtype)
 
 
 def allocate_ranks(spectra: list[torch.Tensor], total: int, min_rank: int = 1) -> list[int]:

@@ -105,6 +105,26 @@ def test_cli_convert_with_default_calibration(tmp_path):
     assert model.model.decoder.layers[0].self_attn.rank == 192
 
 
+def test_cli_convert_paper_layout_without_compensation(tmp_path):
+    """--keep-key-dims: the paper's exact key dimensions beside the latent; --no-compensate recorded as absent."""
+    from engine.mla import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "paper75"
+    args = parser.parse_args(["convert", "--kv-reduction", "0.75", "--keep-key-dims", "4", "--key-selection",
+                              "uniform", "--no-compensate", "--out", str(out)])
+    assert args.compensate is False
+    assert args.func(args) == 0
+    meta = json.loads((out / "mla_config.json").read_text())
+    assert meta["init_options"]["keep_key_dims"] == 4 and meta["init_options"]["key_selection"] == "uniform"
+    assert "compensate" not in meta["init_options"]
+    model, _ = load_mla_model(out)
+    attn = model.model.decoder.layers[0].self_attn
+    assert attn.rank == 192
+    assert int((attn.v_up.weight[:, -24:] == 0).all()) == 1  # 6 heads x 4 kept key dims: no value part
+
+
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     from engine.mla import cli
 

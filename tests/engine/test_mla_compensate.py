@@ -1,0 +1,99 @@
+"""Drift-compensated calibration: each decoder layer fitted to the inputs it sees behind converted layers.
+
+The algebra on synthetic data (reduced-rank regression beats fitting the drifted inputs
+alone, and equals the plain calibrated factorisation when nothing drifted), then the real
+thing on tiny.en and real speech.
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from engine.mla import convert_model
+from engine.mla.calibrate import ForcedSequence, collect_drift_moments, collect_moments, features_for_files
+from engine.mla.decode import greedy_decode
+from engine.mla.factorize import weighted_svd
+
+CLIP = "1089-134691-0000.flac"
+
+
+def _moments(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    y = x if y is None else y
+    return (y.T @ x) / x.shape[0]
+
+
+def _error(w: torch.Tensor, x: torch.Tensor, x_drift: torch.Tensor, low) -> float:
+    approx = torch.cat([low.k_up, low.v_up]) @ (low.down @ x_drift.T)
+    return float(((w @ x.T - approx) ** 2).sum() / (w @ x.T).pow(2).sum())
+
+
+def test_cross_moment_without_drift_is_the_plain_calibrated_factorisation():
+    g = torch.Generator().manual_seed(0)
+    d = 32
+    w_k, w_v = torch.randn(d, d, generator=g, dtype=torch.float64), torch.randn(d, d, generator=g, dtype=torch.float64)
+    x = torch.randn(500, d, generator=g, dtype=torch.float64) @ torch.randn(d, d, generator=g, dtype=torch.float64)
+    sigma = _moments(x)
+    plain = weighted_svd(w_k, w_v, sigma, eps=0.1).truncate(8)
+    same = weighted_svd(w_k, w_v, sigma, eps=0.1, cross_moment=sigma).truncate(8)
+    assert torch.allclose(torch.cat([plain.k_up, plain.v_up]) @ plain.down, torch.cat([same.k_up, same.v_up]) @ same.down)
+
+
+def test_cross_moment_undoes_input_drift():
+    """Inputs x~ = x + structured drift: fitting W x from x~ beats factorising W on x~ alone."""
+    g = torch.Generator().manual_seed(1)
+    d, r, n = 32, 16, 4000
+    w_k, w_v = torch.randn(d, d, generator=g, dtype=torch.float64), torch.randn(d, d, generator=g, dtype=torch.float64)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.randn(d, d, generator=g, dtype=torch.float64)
+    drift = x @ (0.3 * torch.randn(d, d, generator=g, dtype=torch.float64))  # what earlier converted layers add
+    x_drift = x + drift
+    w = torch.cat([w_k, w_v])
+    naive = weighted_svd(w_k, w_v, _moments(x_drift), eps=1e-6).truncate(r)
+    fitted = weighted_svd(w_k, w_v, _moments(x_drift), eps=1e-6, cross_moment=_moments(x_drift, x)).truncate(r)
+    e_naive, e_fitted = _error(w, x, x_drift, naive), _error(w, x, x_drift, fitted)
+    assert e_fitted < 0.5 * e_naive, (e_fitted, e_naive)
+    with pytest.raises(ValueError, match="second moment"):
+        weighted_svd(w_k, w_v, cross_moment=_moments(x))
+
+
+@pytest.fixture(scope="module")
+def feats(data_dir, tiny):
+    return features_for_files([data_dir / CLIP], n_mels=tiny.model.config.num_mel_bins)
+
+
+def test_drift_moments_on_real_speech(tiny, feats):
+    """Nothing converted: x~ = x; one layer converted at low rank: the next layer's inputs move."""
+    model = copy.deepcopy(tiny.model)
+    sequences: list[ForcedSequence] = []
+    moments = collect_moments(model, feats, ("decoder-self",), keep_sequences=sequences)
+    assert len(sequences) >= 2 and all(s.encoder_output.shape[0] == 1 for s in sequences)
+    rows = sum(s.weight * len(s.tokens) for s in sequences)
+    assert moments.counts[("decoder-self", 1, "kv")] == pytest.approx(rows)
+
+    same = collect_drift_moments(model, 1, {}, sequences)
+    plain = moments.second_moment(("decoder-self", 1, "kv"))
+    assert torch.allclose(same.second_moment(("decoder-self", 1, "kv")), plain, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(same.second_moment(("decoder-self", 1, "cross")), plain, rtol=1e-4, atol=1e-6)
+
+    original = model.model.decoder.layers[0].self_attn
+    convert_once = copy.deepcopy(tiny.model)
+    convert_model(convert_once, rank=96, calibration_features=feats, compensate=False)
+    model.model.decoder.layers[0].self_attn = convert_once.model.decoder.layers[0].self_attn
+    moved = collect_drift_moments(model, 1, {0: original}, sequences)
+    assert model.model.decoder.layers[0].self_attn is convert_once.model.decoder.layers[0].self_attn  # swapped back
+    drifted = moved.second_moment(("decoder-self", 1, "kv"))
+    rel = float((drifted - plain).norm() / plain.norm())
+    assert 1e-3 < rel < 1.0, rel  # moved, but still the same kind of input
+    # the stock side of the cross moment is unchanged: E[x x~^T] differs from E[x~ x~^T]
+    assert not torch.allclose(moved.second_moment(("decoder-self", 1, "cross")), drifted, rtol=1e-4)
+
+
+def test_compensated_conversion_is_recorded_and_exact_at_full_rank(tiny, feats):
+    reference = greedy_decode(tiny.model, feats, keep_logits=True)
+    model = copy.deepcopy(tiny.model)
+    cfg = convert_model(model, rank=tiny.model.config.d_model, calibration_features=feats)
+    assert cfg.init_options.get("compensate") is True
+    out = greedy_decode(model, feats, keep_logits=True)
+    assert out.tokens == reference.tokens
+    assert max(float((a - b).abs().max()) for a, b in zip(out.step_logits, reference.step_logits)) < 1e-4
