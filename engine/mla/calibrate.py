@@ -198,56 +198,88 @@ def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch
 
 
 class _LayerReached(Exception):
-    """Raised by a capture hook: nothing after the captured layer needs computing."""
+    """Raised by a capture hook: nothing after the captured point needs computing."""
 
 
-@torch.inference_mode()
-def collect_drift_moments(model, layer: int, stock_modules: dict[int, torch.nn.Module],
-                          sequences: list[ForcedSequence]) -> Moments:
-    """Input statistics of decoder layer `layer`'s self-attention after the layers before it were converted.
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
 
-    Every sequence runs twice: once with `stock_modules` (layer index -> the original
-    self-attention module) put back, giving the stock input x, and once as the model now is,
-    giving the drifted input x~. Keys: ("decoder-self", layer, "kv") holds E[x~ x~^T] (and
-    the mean of x~), ("decoder-self", layer, "cross") holds E[x x~^T]. With these,
-    `weighted_svd(..., cross_moment=...)` fits the layer's latent to reproduce stock's keys
-    and values from the inputs it will really see, so the error of earlier layers is
-    partly undone instead of passed on.
+
+class DriftTracker:
+    """Stock and partly converted residual streams of the calibration sequences, one decoder layer at a time.
+
+    For layer l, `moments(l)` gives the statistics of its self-attention input in the model
+    as converted so far (x~, behind the converted layers 0..l-1) together with the stock
+    input x of the same positions: ("decoder-self", l, "kv") holds E[x~ x~^T] (and the mean
+    of x~), ("decoder-self", l, "cross") holds E[x x~^T]. With these, `weighted_svd(...,
+    cross_moment=...)` fits layer l to reproduce stock's keys and values from the inputs it
+    will really see, so the error of earlier layers is partly undone instead of passed on.
+    After layer l is converted, `advance(l)` moves the converted stream through it.
+
+    Both streams are kept per sequence and advanced one layer per step, so the whole
+    conversion costs about three decoder passes per sequence, whatever the depth. A layer
+    is called with the arguments the decoder itself gave layer 0 (captured once by a hook).
     """
-    layers = model.model.decoder.layers
-    captured: list[torch.Tensor] = []
 
-    def hook(module, args, kwargs):
-        captured.append(args[0] if args else kwargs["hidden_states"])
-        raise _LayerReached
+    def __init__(self, model, sequences: list[ForcedSequence]) -> None:
+        self.layers = model.model.decoder.layers
+        self.sequences = sequences
+        self.calls: list[tuple[tuple, dict]] = []
+        self.stock: list[torch.Tensor] = []
+        self.drift: list[torch.Tensor] = []
+        captured = {}
 
-    def run(seq: ForcedSequence) -> torch.Tensor:
-        captured.clear()
+        def hook(module, args, kwargs):
+            captured.update(args=args, kwargs=kwargs)
+            raise _LayerReached
+
+        handle = self.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
         try:
-            model.model.decoder(input_ids=torch.tensor([seq.tokens], device=seq.encoder_output.device),
-                                encoder_hidden_states=seq.encoder_output, use_cache=False)
+            with torch.inference_mode():
+                for seq in sequences:
+                    try:
+                        model.model.decoder(input_ids=torch.tensor([seq.tokens], device=seq.encoder_output.device),
+                                            encoder_hidden_states=seq.encoder_output, use_cache=False)
+                    except _LayerReached:
+                        pass
+                    hidden, *rest = captured["args"]
+                    self.calls.append((tuple(rest), dict(captured["kwargs"])))
+                    self.stock.append(hidden)
+                    self.drift.append(hidden)
+        finally:
+            handle.remove()
+
+    def _run(self, layer: int, k: int, hidden: torch.Tensor, capture: list | None = None, stop: bool = False):
+        rest, kwargs = self.calls[k]
+
+        def hook(module, args, kw):
+            capture.append(args[0] if args else kw["hidden_states"])
+            if stop:
+                raise _LayerReached
+
+        handle = self.layers[layer].self_attn.register_forward_pre_hook(hook, with_kwargs=True) if capture is not None else None
+        try:
+            return _first(self.layers[layer](hidden, *rest, **kwargs))
         except _LayerReached:
-            pass
-        return captured[0]
+            return None
+        finally:
+            if handle is not None:
+                handle.remove()
 
-    def swap(modules: dict[int, torch.nn.Module]) -> dict[int, torch.nn.Module]:
-        old = {}
-        for i, m in modules.items():
-            old[i], layers[i].self_attn = layers[i].self_attn, m
-        return old
+    @torch.inference_mode()
+    def moments(self, layer: int) -> Moments:
+        """Statistics of layer `layer`'s inputs (converted and stock); advances the stock stream past it."""
+        moments = Moments()
+        for k, seq in enumerate(self.sequences):
+            x, x_drift = [], []
+            self.stock[k] = self._run(layer, k, self.stock[k], capture=x)
+            self._run(layer, k, self.drift[k], capture=x_drift, stop=True)
+            moments.add(("decoder-self", layer, "kv"), x_drift[0], seq.weight)
+            moments.add(("decoder-self", layer, "cross"), x_drift[0], seq.weight, left=x[0])
+        return moments
 
-    moments = Moments()
-    handle = layers[layer].self_attn.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        for seq in sequences:
-            converted = swap(stock_modules)
-            try:
-                x = run(seq)
-            finally:
-                swap(converted)
-            x_drift = run(seq)
-            moments.add(("decoder-self", layer, "kv"), x_drift, seq.weight)
-            moments.add(("decoder-self", layer, "cross"), x_drift, seq.weight, left=x)
-    finally:
-        handle.remove()
-    return moments
+    @torch.inference_mode()
+    def advance(self, layer: int) -> None:
+        """Move the converted stream through layer `layer` as it now is."""
+        for k in range(len(self.sequences)):
+            self.drift[k] = self._run(layer, k, self.drift[k])

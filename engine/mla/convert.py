@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from engine.mla.attention import MLAAttention
-from engine.mla.calibrate import (DEFAULT_CALIBRATION, ForcedSequence, Moments, collect_drift_moments,
-                                  collect_moments, features_for_files)
+from engine.mla.calibrate import (DEFAULT_CALIBRATION, DriftTracker, ForcedSequence, Moments, collect_moments,
+                                  features_for_files)
 from engine.mla.config import MODULE_KINDS, MLAConfig, rank_for_reduction, reduction_for_rank
 from engine.mla.cross import ExactCrossAttention
 from engine.mla.factorize import allocate_ranks, max_rank, output_row_weight, weighted_svd
@@ -88,8 +88,8 @@ def convert_model(
 
     `compensate` (calibrated decoder self-attention, uniform ranks): convert the layers one
     after the other, each fitted to reproduce stock's keys and values from the inputs it
-    sees behind the already converted layers (`collect_drift_moments`), so errors are
-    partly undone rather than compounded. Costs two teacher-forced passes per layer.
+    sees behind the already converted layers (`DriftTracker`), so errors are partly undone
+    rather than compounded. Costs about three teacher-forced decoder passes per sequence.
 
     `keep_key_dims` n > 0: the paper's layout (`engine.mla.kept_keys`): per head n key
     dimensions (chosen by `key_selection`, "norm" or "uniform") are cached exactly and the
@@ -180,13 +180,12 @@ def convert_model(
     for kind in modules:
         slots = list(_slots(model, kind))
         if sequences and kind == "decoder-self" and rank_allocation == "uniform":
-            stock_modules: dict[int, nn.Module] = {}
+            tracker = DriftTracker(model, sequences)
             ranks = []
             for i, layer, attr in slots:  # in order: each layer sees the converted ones before it
-                attn = getattr(layer, attr)
-                drift = collect_drift_moments(model, i, stock_modules, sequences) if stock_modules else None
-                ranks.append(install(kind, i, layer, attr, layer_factors(kind, i, attn, drift, r)))
-                stock_modules[i] = attn
+                drift = tracker.moments(i)
+                ranks.append(install(kind, i, layer, attr, layer_factors(kind, i, getattr(layer, attr), drift, r)))
+                tracker.advance(i)
             compensated = True
         else:
             if rank_allocation == "spectrum":

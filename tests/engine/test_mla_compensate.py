@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.mla import convert_model
-from engine.mla.calibrate import ForcedSequence, collect_drift_moments, collect_moments, features_for_files
+from engine.mla.calibrate import DriftTracker, ForcedSequence, Moments, collect_moments, features_for_files
 from engine.mla.decode import greedy_decode
 from engine.mla.factorize import weighted_svd
 
@@ -62,8 +62,23 @@ def feats(data_dir, tiny):
     return features_for_files([data_dir / CLIP], n_mels=tiny.model.config.num_mel_bins)
 
 
-def test_drift_moments_on_real_speech(tiny, feats):
-    """Nothing converted: x~ = x; one layer converted at low rank: the next layer's inputs move."""
+def _self_attn_input(model, seq: ForcedSequence, layer: int) -> torch.Tensor:
+    """Layer `layer`'s self-attention input from a full, ordinary decoder run."""
+    got = []
+    handle = model.model.decoder.layers[layer].self_attn.register_forward_pre_hook(
+        lambda m, args, kw: got.append(args[0] if args else kw["hidden_states"]), with_kwargs=True)
+    try:
+        with torch.inference_mode():
+            model.model.decoder(input_ids=torch.tensor([seq.tokens]), encoder_hidden_states=seq.encoder_output,
+                                use_cache=False)
+    finally:
+        handle.remove()
+    return got[0]
+
+
+def test_drift_tracker_on_real_speech(tiny, feats):
+    """Layer 0: x~ = x. After converting layer 0 at low rank, layer 1's tracked inputs are what
+    the real decoder of the partly converted model feeds it, and they moved away from stock's."""
     model = copy.deepcopy(tiny.model)
     sequences: list[ForcedSequence] = []
     moments = collect_moments(model, feats, ("decoder-self",), keep_sequences=sequences)
@@ -71,21 +86,28 @@ def test_drift_moments_on_real_speech(tiny, feats):
     rows = sum(s.weight * len(s.tokens) for s in sequences)
     assert moments.counts[("decoder-self", 1, "kv")] == pytest.approx(rows)
 
-    same = collect_drift_moments(model, 1, {}, sequences)
-    plain = moments.second_moment(("decoder-self", 1, "kv"))
-    assert torch.allclose(same.second_moment(("decoder-self", 1, "kv")), plain, rtol=1e-4, atol=1e-6)
-    assert torch.allclose(same.second_moment(("decoder-self", 1, "cross")), plain, rtol=1e-4, atol=1e-6)
+    tracker = DriftTracker(model, sequences)
+    first = tracker.moments(0)
+    plain = moments.second_moment(("decoder-self", 0, "kv"))
+    assert torch.allclose(first.second_moment(("decoder-self", 0, "kv")), plain, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(first.second_moment(("decoder-self", 0, "cross")), plain, rtol=1e-4, atol=1e-6)
 
-    original = model.model.decoder.layers[0].self_attn
-    convert_once = copy.deepcopy(tiny.model)
-    convert_model(convert_once, rank=96, calibration_features=feats, compensate=False)
-    model.model.decoder.layers[0].self_attn = convert_once.model.decoder.layers[0].self_attn
-    moved = collect_drift_moments(model, 1, {0: original}, sequences)
-    assert model.model.decoder.layers[0].self_attn is convert_once.model.decoder.layers[0].self_attn  # swapped back
+    low_rank = copy.deepcopy(tiny.model)
+    convert_model(low_rank, rank=96, calibration_features=feats, compensate=False)
+    model.model.decoder.layers[0].self_attn = low_rank.model.decoder.layers[0].self_attn
+    tracker.advance(0)
+    moved = tracker.moments(1)
+    expected = Moments()
+    for seq in sequences:  # the same statistics from ordinary decoder runs of both models
+        x_drift = _self_attn_input(model, seq, 1)
+        expected.add(("decoder-self", 1, "kv"), x_drift, seq.weight)
+        expected.add(("decoder-self", 1, "cross"), x_drift, seq.weight, left=_self_attn_input(tiny.model, seq, 1))
+    for key in (("decoder-self", 1, "kv"), ("decoder-self", 1, "cross")):
+        assert torch.allclose(moved.second_moment(key), expected.second_moment(key), rtol=1e-4, atol=1e-5)
     drifted = moved.second_moment(("decoder-self", 1, "kv"))
-    rel = float((drifted - plain).norm() / plain.norm())
+    stock_1 = moments.second_moment(("decoder-self", 1, "kv"))
+    rel = float((drifted - stock_1).norm() / stock_1.norm())
     assert 1e-3 < rel < 1.0, rel  # moved, but still the same kind of input
-    # the stock side of the cross moment is unchanged: E[x x~^T] differs from E[x~ x~^T]
     assert not torch.allclose(moved.second_moment(("decoder-self", 1, "cross")), drifted, rtol=1e-4)
 
 
