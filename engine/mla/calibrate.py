@@ -153,7 +153,7 @@ def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch
     """Input statistics of every attention module of the given kinds, on the model's own transcripts.
 
     Keys: (kind, layer, "kv") for the key/value input, (kind, layer, "q") for the query input.
-    `keep_sequences`, when given, receives every teacher-forced sequence (for `collect_drift_moments`).
+    `keep_sequences`, when given, receives every teacher-forced sequence (for `DriftTracker`).
     """
     moments = Moments()
     param = next(model.parameters())

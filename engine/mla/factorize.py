@@ -91,7 +91,6 @@ class WeightedSVD:
     vh: torch.Tensor
     chol: torch.Tensor | None  # L of the input second moment (calibrated), else None
     m: torch.Tensor | None  # the output row weight, else None
-    d: int
     k_rows: int  # rows of W_k in the factorised stack (d, or fewer when some key rows are kept exact)
     device: torch.device
     dtype: torch.dtype
@@ -136,7 +135,6 @@ def weighted_svd(
     moments alike (as if some isotropic inputs had x~ = x), so with x~ = x it is the
     plain calibrated factorisation.
     """
-    d = w_k.shape[1]
     w = torch.cat([_cpu64(w_k), _cpu64(w_v)], dim=0)  # (2d, d), or fewer key rows
     m = _cpu64(row_weight) if row_weight is not None else None
     target = m @ w if m is not None else w
@@ -153,7 +151,7 @@ def weighted_svd(
             cross = _cpu64(cross_moment) + (reg - 0.5 * (sigma + sigma.T))
             target = target @ torch.linalg.solve_triangular(chol, cross.T, upper=False).T
     u, s, vh = torch.linalg.svd(target, full_matrices=False)
-    return WeightedSVD(u, s, vh, chol, m, d, w_k.shape[0], w_k.device, w_k.dtype)
+    return WeightedSVD(u, s, vh, chol, m, w_k.shape[0], w_k.device, w_k.dtype)
 
 
 def allocate_ranks(spectra: list[torch.Tensor], total: int, min_rank: int = 1) -> list[int]:
