@@ -15,15 +15,11 @@ import logging
 
 import torch
 
-from engine.mla.factorize import LowRankKV, weighted_svd
+from engine.mla.factorize import LowRankKV, _cpu64, weighted_svd
 
 log = logging.getLogger(__name__)
 
 KEY_SELECTIONS = ("norm", "uniform")
-
-
-def _cpu64(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().to("cpu", torch.float64)
 
 
 def dim_energies(w_q: torch.Tensor, b_q: torch.Tensor | None, w_k: torch.Tensor,
