@@ -9,6 +9,7 @@ and the 3.9-min LJ Speech reading of ../shared/audio. Stock runs first in the sa
 A variant is comma-separated: the KV reduction first, then any of
   init=calibrated|svd   cal=sample|ljjfk (LJ Speech file + JFK clip)   compensate=1|0
   keep=N (the paper's N exact key dimensions per head)   select=norm|uniform
+  kscale=X|auto (key vs value error balance)   eps=X (second-moment regulariser)
 
     python bench/bench_conversion.py [--threads 2] [--json out.json] 0.75 0.75,compensate=0 0.75,keep=4
 """
@@ -32,13 +33,14 @@ from engine.model_sources import resolve_model  # noqa: E402
 from engine.transcribe import Transcriber, TranscribeOptions  # noqa: E402
 
 JFK = "jfk_inaugural_excerpt.flac"
-KEYS = {"init": str, "cal": str, "compensate": lambda v: v not in ("0", "false", "no"), "keep": int, "select": str}
+KEYS = {"init": str, "cal": str, "compensate": lambda v: v not in ("0", "false", "no"), "keep": int, "select": str,
+        "kscale": lambda v: v if v == "auto" else float(v), "eps": float}
 
 
 def parse_variant(text: str) -> dict:
     head, *rest = text.split(",")
     spec = {"reduction": float(head), "init": "calibrated", "cal": "sample", "compensate": True, "keep": 0,
-            "select": "norm"}
+            "select": "norm", "kscale": "auto", "eps": 0.1}
     for item in rest:
         key, _, value = item.partition("=")
         if key not in KEYS:
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cfg = convert_model(model, kv_reduction=spec["reduction"], init=spec["init"], calibration_audio=calibration,
                             compensate=spec["compensate"], keep_key_dims=spec["keep"], key_selection=spec["select"],
-                            source="tiny.en")
+                            key_scale=spec["kscale"], eps=spec["eps"], source="tiny.en")
         texts = transcribe_sets(dataclasses.replace(stock, model=model), sets)
         results.append({"variant": text, "spec": spec, "ranks": cfg.ranks["decoder-self"],
                         "seconds": time.perf_counter() - t0,

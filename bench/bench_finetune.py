@@ -9,11 +9,18 @@ For each KV reduction (decoder self-attention; default 75% and 87.5%) on the bun
 3. evaluate stock, the converted model and every snapshot with the product's `Transcriber`
    (greedy, default options) on the 36 LibriSpeech utterances, which were never trained on.
 
+`--speaker-folds K` splits the utterances' LibriSpeech speakers into K groups of about equal
+word count. Each group is evaluated by a model converted and distilled on LJ Speech + JFK plus
+the OTHER groups' utterances (no audio of the evaluated speakers); the K groups' transcripts
+are then pooled into one WER over all 36 utterances. More speakers to learn from, still
+nothing trained on the voices being scored.
+
 The minutes are training time (steps, held-out evaluations, checkpoints); the one-off
 teacher pass (transcribing and scoring the crops, cached on disk) is reported separately.
 
     python bench/bench_finetune.py [--reductions 0.75,0.875] [--minutes 2,5,10,20] [--threads 1]
                                    [--limit N] [--json bench/out/finetune.json]
+                                   [--speaker-folds 3]
     python bench/bench_finetune.py --merge a.json b.json    # one table from separate runs
 """
 from __future__ import annotations
@@ -52,9 +59,47 @@ def evaluate(spec: str | None, utts: list[Path], refs: list[str]) -> tuple[float
     return wer(refs, hyps).wer, time.perf_counter() - t0, hyps
 
 
+def speaker_folds(utts: list[Path], k: int) -> list[list[int]]:
+    """Indices of `utts` in k groups of whole speakers, balanced by reference word count (largest first)."""
+    words: dict[str, int] = {}
+    for p in utts:
+        spk = p.name.split("-")[0]
+        words[spk] = words.get(spk, 0) + len(reference_text(p).split())
+    if k > len(words):
+        raise SystemExit(f"--speaker-folds {k}: only {len(words)} speakers")
+    groups: list[list[str]] = [[] for _ in range(k)]
+    load = [0] * k
+    for spk in sorted(words, key=lambda s: -words[s]):
+        g = load.index(min(load))
+        groups[g].append(spk)
+        load[g] += words[spk]
+    return [[i for i, p in enumerate(utts) if p.name.split("-")[0] in g] for g in groups]
+
+
+def pool_folds(red: float, folds: list[dict], index: list[list[int]], refs: list[str], stock_texts: list[str]) -> dict:
+    """One result over all utterances from per-fold results (each fold scored only its own speakers)."""
+    rows = []
+    for j, first in enumerate(folds[0]["rows"]):
+        hyps = [""] * len(refs)
+        for fold, idx in zip(folds, index):
+            for i, h in zip(idx, fold["rows"][j]["hyps"]):
+                hyps[i] = h
+        per = [f["rows"][j] for f in folds]
+        held = [r["held_out"] for r in per if r.get("held_out")]
+        rows.append({"minutes": first["minutes"], "steps": "/".join(str(r["steps"]) for r in per),
+                     "best_step": "/".join(str(r.get("best_step", 0)) for r in per),
+                     "wer": wer(refs, hyps).wer, "hyps": hyps,
+                     "held_out": {k: sum(h[k] for h in held) / len(held) for k in ("loss", "agreement")} if held else {},
+                     "same_as_stock": sum(a == b for a, b in zip(hyps, stock_texts))})
+    return {"reduction": red, "convert_s": sum(f["convert_s"] for f in folds),
+            "teacher_s": sum(f["teacher_s"] for f in folds), "stopped": "/".join(str(f["stopped"]) for f in folds),
+            "steps": "/".join(str(f["steps"]) for f in folds), "train_s": sum(f["train_s"] for f in folds),
+            "rows": rows, "folds": folds}
+
+
 def run_reduction(red: float, minutes: list[float], train: list[Path], utts: list[Path], refs: list[str],
-                  work: Path, options: FinetuneOptions, stock_texts: list[str]) -> dict:
-    tag = f"mla{red * 100:g}"
+                  work: Path, options: FinetuneOptions, stock_texts: list[str], tag: str = "") -> dict:
+    tag = tag or f"mla{red * 100:g}"
     loaded = resolve_model(None, device="cpu", dtype=torch.float32)
     t0 = time.perf_counter()
     cfg = convert_model(loaded.model, kv_reduction=red, calibration_audio=train, source="tiny.en")
@@ -64,7 +109,8 @@ def run_reduction(red: float, minutes: list[float], train: list[Path], utts: lis
     progress(f"{tag}: converted in {convert_s:.0f} s")
     rows = []
     w, _, hyps = evaluate(str(student), utts, refs)
-    rows.append({"minutes": 0, "steps": 0, "wer": w, "same_as_stock": sum(a == b for a, b in zip(hyps, stock_texts))})
+    rows.append({"minutes": 0, "steps": 0, "wer": w, "hyps": hyps,
+                 "same_as_stock": sum(a == b for a, b in zip(hyps, stock_texts))})
     progress(f"{tag}: before distillation WER {100 * w:.2f}%")
     opt = FinetuneOptions(**{**options.__dict__, "minutes": max(minutes), "steps": None,
                              "snapshot_minutes": tuple(m for m in minutes if m < max(minutes))})
@@ -80,11 +126,11 @@ def run_reduction(red: float, minutes: list[float], train: list[Path], utts: lis
             folder = res.out_dir
         rec = json.loads((folder / "mla_config.json").read_text())["training"]
         w, _, hyps = evaluate(str(folder), utts, refs)
-        rows.append({"minutes": m, "steps": rec["steps"], "best_step": rec["best_step"], "wer": w,
+        rows.append({"minutes": m, "steps": rec["steps"], "best_step": rec["best_step"], "wer": w, "hyps": hyps,
                      "held_out": rec.get("held_out_final", {}),
                      "same_as_stock": sum(a == b for a, b in zip(hyps, stock_texts))})
         progress(f"{tag}: {m:g} min ({rec['steps']} steps, best at {rec['best_step']}): WER {100 * w:.2f}%")
-    return {"reduction": red, "convert_s": convert_s, "teacher_s": res.teacher_seconds, "stopped": res.stopped,
+    return {"reduction": red, "train_files": [p.name for p in train], "convert_s": convert_s, "teacher_s": res.teacher_seconds, "stopped": res.stopped,
             "steps": res.steps, "train_s": res.train_seconds, "evals": state["evals"], "rows": rows,
             "training": res.training}
 
@@ -102,10 +148,14 @@ def print_table(payload: dict) -> None:
                           "0" if not row["steps"] else f"{row['steps']} ({row['best_step']})",
                           f"{ho['loss']:.4f}" if ho else "-", f"{100 * ho['agreement']:.1f}" if ho else "-",
                           f"{100 * row['wer']:.2f}", f"{100 * (row['wer'] - stock):+.2f}", str(row["same_as_stock"])])
+    folds = payload.get("speaker_folds")
+    trained = (f"{' + '.join(payload['train_files'])} ({payload['train_seconds']:.0f} s)" if not folds else
+               f"{' + '.join(payload['train_files'])} + the utterances of the other speaker groups "
+               f"(groups {' | '.join(','.join(g) for g in folds)}; each group scored by a model that never heard it; "
+               f"steps per group separated by /)")
     print(f"\nWER on {n} LibriSpeech utterances (product Transcriber, greedy) of tiny.en with decoder "
           f"self-attention MLA, before (0 min) and after label-free distillation; trained ONLY on "
-          f"{' + '.join(payload['train_files'])} ({payload['train_seconds']:.0f} s; end of the LJ file held aside "
-          f"for early stopping); {payload['threads']} torch thread(s)")
+          f"{trained}; end of the LJ file held aside for early stopping; {payload['threads']} torch thread(s)")
     print(format_table(headers, table))
     for r in payload["reductions"]:
         print(f"{100 * r['reduction']:g}%: convert {r['convert_s']:.0f} s, teacher pass {r['teacher_s']:.0f} s "
@@ -124,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--trainable", default=None)
     ap.add_argument("--augment", type=float, default=None, help="share of training crops perturbed (speed/noise/gain)")
+    ap.add_argument("--speaker-folds", type=int, default=0,
+                    help="also train on the utterances of other LibriSpeech speakers (K speaker groups; see above)")
+    ap.add_argument("--crops", type=int, default=None, help="random training crops (default: the recipe's)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--merge", nargs="+", default=None, help="print one table from these --json files")
     args = ap.parse_args(argv)
@@ -144,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     assert not {p.name for p in utts} & set(TRAIN_FILES)
     refs = [reference_text(p) for p in utts]
     minutes = [float(m) for m in args.minutes.split(",")]
-    over = {k: v for k, v in {"lr": args.lr, "trainable": args.trainable, "augment": args.augment}.items()
+    over = {k: v for k, v in {"lr": args.lr, "trainable": args.trainable, "augment": args.augment,
+                              "crops": args.crops}.items()
             if v is not None}
     options = FinetuneOptions(**over)
     work = Path(args.work)
@@ -157,8 +211,22 @@ def main(argv: list[str] | None = None) -> int:
                "train_files": list(TRAIN_FILES),
                "train_seconds": sum(len(load_audio(str(p))) for p in train) / 16000, "options": options.__dict__,
                "reductions": []}
+    index = speaker_folds(utts, args.speaker_folds) if args.speaker_folds else []
+    if index:
+        payload["speaker_folds"] = [sorted({utts[i].name.split("-")[0] for i in idx}) for idx in index]
     for red in (float(r) for r in args.reductions.split(",")):
-        payload["reductions"].append(run_reduction(red, minutes, train, utts, refs, work, options, stock_texts))
+        if not index:
+            payload["reductions"].append(run_reduction(red, minutes, train, utts, refs, work, options, stock_texts))
+        else:
+            folds = []
+            for k, idx in enumerate(index):
+                others = [utts[i] for i in range(len(utts)) if i not in set(idx)]
+                progress(f"fold {k + 1}/{len(index)}: scoring speakers {payload['speaker_folds'][k]}, "
+                         f"training on {len(others)} other utterances + {' + '.join(TRAIN_FILES)}")
+                folds.append(run_reduction(red, minutes, train + others, [utts[i] for i in idx], [refs[i] for i in idx],
+                                           work, options, [stock_texts[i] for i in idx],
+                                           tag=f"mla{red * 100:g}-fold{k + 1}"))
+            payload["reductions"].append(pool_folds(red, folds, index, refs, stock_texts))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(payload, indent=1, default=str))

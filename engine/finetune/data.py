@@ -131,6 +131,9 @@ def load_pool_audio(paths: list[Path]) -> AudioPool:
     return pool
 
 
+MIN_SHORT_FILES_TO_HOLD = 5  # fewer short clips than this are all trained on
+
+
 def plan_crops(pool: AudioPool, n_train: int, *, holdout_fraction: float = 0.1, min_holdout_s: float = 20.0,
                short_share: float = 0.5, short_range_s: tuple[float, float] = (3.0, 20.0),
                augment: Augment = Augment(), seed: int = 0, heldout_piece_s: float = 7.0) -> AudioPool:
@@ -138,12 +141,17 @@ def plan_crops(pool: AudioPool, n_train: int, *, holdout_fraction: float = 0.1, 
 
     The held-out slice is the last `holdout_fraction` (at least `min_holdout_s`) of every file
     longer than four times that, measured as one window of up to 30 s and again as
-    `heldout_piece_s` pieces (short windows behave differently); when no file is long
-    enough, nothing is held out and early stopping is off. Crops are drawn in proportion to each file's training duration; a share
-    `short_share` of them is 3-20 s long (utterance-like), the rest full 30 s windows.
+    `heldout_piece_s` pieces (short windows behave differently). Of the clips of at most one
+    30 s window, when there are at least `MIN_SHORT_FILES_TO_HOLD`, a `holdout_fraction`
+    share (at least one) is held out whole: clips of other voices and rooms make early
+    stopping judge more than the end of one long file, and a folder of short clips gets
+    early stopping at all. With neither, nothing is held out and early stopping is off.
+    Crops are drawn in proportion to each file's training duration; a share `short_share` of
+    them is 3-20 s long (utterance-like), the rest full 30 s windows.
     """
     rng = random.Random(seed)
     regions: dict[str, tuple[float, float]] = {}
+    clips: list[str] = []  # files of one window at most: candidates to hold out whole
     pool.held_out, pool.train = [], []
     for aid, audio in pool.audio.items():
         dur = len(audio) / SAMPLE_RATE
@@ -160,6 +168,12 @@ def plan_crops(pool: AudioPool, n_train: int, *, holdout_fraction: float = 0.1, 
                 t += length
         else:
             regions[aid] = (0.0, dur)
+            if dur <= WINDOW_S:
+                clips.append(aid)
+    if holdout_fraction > 0 and len(clips) >= MIN_SHORT_FILES_TO_HOLD:
+        clips.sort(key=lambda aid: (pool.names[aid], aid))
+        for aid in sorted(rng.sample(clips, max(1, round(holdout_fraction * len(clips)))), key=clips.index):
+            pool.held_out.append(Crop(aid, pool.names[aid], 0.0, round(regions.pop(aid)[1], 3), held_out=True))
     total = sum(b - a for a, b in regions.values())
     ids = list(regions)
     weights = [(regions[i][1] - regions[i][0]) / total for i in ids]

@@ -58,14 +58,15 @@ def output_row_weight(
     num_heads: int,
     query_moment: torch.Tensor,
     query_mean: torch.Tensor,
-    key_scale: float = 1.0,
+    key_scale: float | torch.Tensor = 1.0,
     eps: float = 1e-4,
 ) -> torch.Tensor:
     """Block-diagonal (2d, 2d) row weight so errors are measured where they land.
 
     Key rows of head h are weighted by E[q_h q_h^T]^(1/2) (the error of a score is
     q_h . dk_h), value rows by (W_o,h^T W_o,h)^(1/2) (a value error reaches the residual
-    stream through the output projection). `key_scale` balances the two kinds of error.
+    stream through the output projection). `key_scale` (one number, or one per head, see
+    `value_spread`) balances the two kinds of error.
     """
     d = w_q.shape[0]
     dh = d // num_heads
@@ -74,12 +75,35 @@ def output_row_weight(
     cross = torch.outer(wq @ _cpu64(query_mean), bq)
     q_moment = wq @ _cpu64(query_moment) @ wq.T + cross + cross.T + torch.outer(bq, bq)
     m = torch.zeros(2 * d, 2 * d, dtype=torch.float64)
+    scales = torch.as_tensor(key_scale, dtype=torch.float64).expand(num_heads)
     for h in range(num_heads):
         sl = slice(h * dh, (h + 1) * dh)
-        m[sl, sl] = key_scale * _sqrt_psd(_regularised(q_moment[sl, sl], eps))
+        m[sl, sl] = float(scales[h]) * _sqrt_psd(_regularised(q_moment[sl, sl], eps))
         wo_h = wo[:, sl]
         m[d + h * dh : d + (h + 1) * dh, d + h * dh : d + (h + 1) * dh] = _sqrt_psd(_regularised(wo_h.T @ wo_h, eps))
     return m
+
+
+def value_spread(w_v: torch.Tensor, w_o: torch.Tensor, num_heads: int, input_moment: torch.Tensor,
+                 input_mean: torch.Tensor) -> torch.Tensor:
+    """Per head, the RMS spread of W_o,h v_h over the calibration inputs (num_heads,).
+
+    A score error ds on one token moves the head's output by about ds (u_j - mean u) with
+    u = W_o,h v_h: a key error costs in proportion to how different the values it mixes
+    are, so this is the natural per-head `key_scale` (convert's key_scale="auto"). Floored at
+    1e-3 of the largest head's, so a head with constant values keeps an invertible weight.
+    """
+    d = w_v.shape[0]
+    dh = d // num_heads
+    mu = _cpu64(input_mean)
+    cov = _cpu64(input_moment) - torch.outer(mu, mu)
+    wv, wo = _cpu64(w_v), _cpu64(w_o)
+    out = torch.empty(num_heads, dtype=torch.float64)
+    for h in range(num_heads):
+        sl = slice(h * dh, (h + 1) * dh)
+        u = wo[:, sl] @ wv[sl]
+        out[h] = torch.trace(u @ cov @ u.T).clamp_min(0).sqrt()
+    return out.clamp_min(1e-3 * float(out.max()) + 1e-12)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from engine.finetune import CancelToken, FinetuneOptions, LabelledFolderError, distill, labelled_pairs, supervised
-from engine.finetune.data import Crop, load_pool_audio
+from engine.finetune.data import MIN_SHORT_FILES_TO_HOLD, AudioPool, Crop, load_pool_audio, plan_crops
 from engine.finetune.teacher_cache import TeacherCache, build_targets, teacher_id
 from engine.finetune.trainer import teacher_agreement
 from engine.mla import convert_model, is_mla_dir, load_mla_model, save_mla_model
@@ -54,6 +54,41 @@ def opts(teacher_cache):
 def full_run(mla_dir, data_dir, opts, tmp_path_factory):
     """One uninterrupted short run, shared by the tests below (each run costs seconds of CPU)."""
     return distill(mla_dir, [data_dir / CLIP], tmp_path_factory.mktemp("full") / "out", opts)
+
+
+def _pool(clips: int, long_s: float = 0.0) -> AudioPool:
+    """Silent stand-ins of known lengths: the plan only reads lengths, names and ids."""
+    import numpy as np
+
+    pool = AudioPool()
+    lengths = {f"clip{k:02d}.flac": 4.0 + k for k in range(clips)}
+    if long_s:
+        lengths["long.flac"] = long_s
+    for name, seconds in lengths.items():
+        pool.audio[f"id-{name}"] = np.zeros(int(seconds * 16000), dtype=np.float32)
+        pool.names[f"id-{name}"] = name
+    return pool
+
+
+def test_plan_holds_out_whole_clips_when_there_are_several():
+    pool = plan_crops(_pool(10, long_s=200.0), 64, holdout_fraction=0.2, seed=3)
+    held_clips = [c for c in pool.held_out if c.name.startswith("clip")]
+    assert len(held_clips) == 2  # 20% of 10 clips
+    for c in held_clips:  # whole clip, from its start
+        assert c.start_s == 0.0 and c.length_s == pytest.approx(len(pool.audio[c.audio_id]) / 16000)
+    assert {c.audio_id for c in held_clips}.isdisjoint(c.audio_id for c in pool.train)
+    assert any(c.name == "long.flac" for c in pool.held_out)  # the long file's end is still held out too
+    trained_on = {f"clip{k:02d}.flac" for k in range(10)} - {c.name for c in held_clips} | {"long.flac"}
+    assert {c.name for c in pool.train} <= trained_on
+    again = plan_crops(_pool(10, long_s=200.0), 64, holdout_fraction=0.2, seed=3)
+    assert [c.key for c in again.held_out + again.train] == [c.key for c in pool.held_out + pool.train]
+
+
+def test_plan_trains_on_every_clip_when_there_are_few():
+    pool = plan_crops(_pool(MIN_SHORT_FILES_TO_HOLD - 1), 32, holdout_fraction=0.2)
+    assert pool.held_out == []  # nothing long enough and too few clips: early stopping is off
+    only_clips = plan_crops(_pool(MIN_SHORT_FILES_TO_HOLD), 32, holdout_fraction=0.2)
+    assert len(only_clips.held_out) == 1 and only_clips.train  # a folder of clips alone gets a held-out clip
 
 
 def _weights(folder):

@@ -115,7 +115,7 @@ def test_compensated_conversion_is_recorded_and_exact_at_full_rank(tiny, feats):
     reference = greedy_decode(tiny.model, feats, keep_logits=True)
     model = copy.deepcopy(tiny.model)
     cfg = convert_model(model, rank=tiny.model.config.d_model, calibration_features=feats)
-    assert cfg.init_options.get("compensate") is True
+    assert cfg.init_options.get("compensate") is True and cfg.init_options["key_scale"] == "auto"
     out = greedy_decode(model, feats, keep_logits=True)
     assert out.tokens == reference.tokens
     assert max(float((a - b).abs().max()) for a, b in zip(out.step_logits, reference.step_logits)) < 1e-4
