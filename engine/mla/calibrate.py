@@ -35,9 +35,13 @@ class Moments:
 
     def add(self, key: tuple, x: torch.Tensor, weight: float = 1.0, left: torch.Tensor | None = None) -> None:
         """Accumulate x x^T (or left x^T, rows aligned with x's, for a cross moment) and x."""
-        x = x.detach().reshape(-1, x.shape[-1]).float()  # products on the model's device, sums on CPU in fp64
-        y = x if left is None else left.detach().reshape(-1, left.shape[-1]).float()
-        cpu64 = lambda t: t.to("cpu", torch.float64)  # noqa: E731 - (some GPU backends lack float64)
+        # Products in float64 (on CUDA or the CPU; other backends lack it): the layer-by-layer fit
+        # divides a cross moment by a second moment, and float32 products of nearly equal
+        # streams would leave ~1e-4 of noise in what should be an identity at full rank.
+        dev = x.device if x.device.type in ("cpu", "cuda") else torch.device("cpu")
+        x = x.detach().reshape(-1, x.shape[-1]).to(dev, torch.float64)
+        y = x if left is None else left.detach().reshape(-1, left.shape[-1]).to(dev, torch.float64)
+        cpu64 = lambda t: t.to("cpu", torch.float64)  # noqa: E731
         s, f, n = weight * cpu64(y.T @ x), weight * cpu64(x.sum(0)), weight * x.shape[0]
         if key in self.sums:
             self.sums[key] += s
