@@ -59,12 +59,16 @@ def evaluate(spec: str | None, utts: list[Path], refs: list[str]) -> tuple[float
     return wer(refs, hyps).wer, time.perf_counter() - t0, hyps
 
 
+def speaker(utterance: Path) -> str:
+    """LibriSpeech names are SPEAKER-CHAPTER-INDEX."""
+    return utterance.name.split("-")[0]
+
+
 def speaker_folds(utts: list[Path], k: int) -> list[list[int]]:
     """Indices of `utts` in k groups of whole speakers, balanced by reference word count (largest first)."""
     words: dict[str, int] = {}
     for p in utts:
-        spk = p.name.split("-")[0]
-        words[spk] = words.get(spk, 0) + len(reference_text(p).split())
+        words[speaker(p)] = words.get(speaker(p), 0) + len(reference_text(p).split())
     if k > len(words):
         raise SystemExit(f"--speaker-folds {k}: only {len(words)} speakers")
     groups: list[list[str]] = [[] for _ in range(k)]
@@ -73,7 +77,7 @@ def speaker_folds(utts: list[Path], k: int) -> list[list[int]]:
         g = load.index(min(load))
         groups[g].append(spk)
         load[g] += words[spk]
-    return [[i for i, p in enumerate(utts) if p.name.split("-")[0] in g] for g in groups]
+    return [[i for i, p in enumerate(utts) if speaker(p) in g] for g in groups]
 
 
 def pool_folds(red: float, folds: list[dict], index: list[list[int]], refs: list[str], stock_texts: list[str]) -> dict:
@@ -130,8 +134,8 @@ def run_reduction(red: float, minutes: list[float], train: list[Path], utts: lis
                      "held_out": rec.get("held_out_final", {}),
                      "same_as_stock": sum(a == b for a, b in zip(hyps, stock_texts))})
         progress(f"{tag}: {m:g} min ({rec['steps']} steps, best at {rec['best_step']}): WER {100 * w:.2f}%")
-    return {"reduction": red, "train_files": [p.name for p in train], "convert_s": convert_s, "teacher_s": res.teacher_seconds, "stopped": res.stopped,
-            "steps": res.steps, "train_s": res.train_seconds, "evals": state["evals"], "rows": rows,
+    return {"reduction": red, "train_files": [p.name for p in train], "convert_s": convert_s,
+            "teacher_s": res.teacher_seconds, "stopped": res.stopped, "steps": res.steps, "train_s": res.train_seconds, "evals": state["evals"], "rows": rows,
             "training": res.training}
 
 
@@ -155,7 +159,8 @@ def print_table(payload: dict) -> None:
                f"steps per group separated by /)")
     print(f"\nWER on {n} LibriSpeech utterances (product Transcriber, greedy) of tiny.en with decoder "
           f"self-attention MLA, before (0 min) and after label-free distillation; trained ONLY on "
-          f"{trained}; end of the LJ file held aside for early stopping; {payload['threads']} torch thread(s)")
+          f"{trained}; end of the LJ file (and, among five or more clips, a share of whole clips) held aside "
+          f"for early stopping; {payload['threads']} torch thread(s)")
     print(format_table(headers, table))
     for r in payload["reductions"]:
         print(f"{100 * r['reduction']:g}%: convert {r['convert_s']:.0f} s, teacher pass {r['teacher_s']:.0f} s "
@@ -213,14 +218,15 @@ def main(argv: list[str] | None = None) -> int:
                "reductions": []}
     index = speaker_folds(utts, args.speaker_folds) if args.speaker_folds else []
     if index:
-        payload["speaker_folds"] = [sorted({utts[i].name.split("-")[0] for i in idx}) for idx in index]
+        payload["speaker_folds"] = [sorted({speaker(utts[i]) for i in idx}) for idx in index]
     for red in (float(r) for r in args.reductions.split(",")):
         if not index:
             payload["reductions"].append(run_reduction(red, minutes, train, utts, refs, work, options, stock_texts))
         else:
             folds = []
             for k, idx in enumerate(index):
-                others = [utts[i] for i in range(len(utts)) if i not in set(idx)]
+                scored = set(idx)
+                others = [p for i, p in enumerate(utts) if i not in scored]
                 progress(f"fold {k + 1}/{len(index)}: scoring speakers {payload['speaker_folds'][k]}, "
                          f"training on {len(others)} other utterances + {' + '.join(TRAIN_FILES)}")
                 folds.append(run_reduction(red, minutes, train + others, [utts[i] for i in idx], [refs[i] for i in idx],
