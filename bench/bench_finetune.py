@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speaker-folds", type=int, default=0,
                     help="also train on the utterances of other LibriSpeech speakers (K speaker groups; see above)")
     ap.add_argument("--crops", type=int, default=None, help="random training crops (default: the recipe's)")
+    ap.add_argument("--seed", type=int, default=None, help="crop plan and training order (default: the recipe's)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--merge", nargs="+", default=None, help="print one table from these --json files")
     args = ap.parse_args(argv)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     refs = [reference_text(p) for p in utts]
     minutes = [float(m) for m in args.minutes.split(",")]
     over = {k: v for k, v in {"lr": args.lr, "trainable": args.trainable, "augment": args.augment,
-                              "crops": args.crops}.items()
+                              "crops": args.crops, "seed": args.seed}.items()
             if v is not None}
     options = FinetuneOptions(**over)
     work = Path(args.work)
