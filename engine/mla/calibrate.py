@@ -41,8 +41,7 @@ class Moments:
         dev = x.device if x.device.type in ("cpu", "cuda") else torch.device("cpu")
         x = x.detach().reshape(-1, x.shape[-1]).to(dev, torch.float64)
         y = x if left is None else left.detach().reshape(-1, left.shape[-1]).to(dev, torch.float64)
-        cpu64 = lambda t: t.to("cpu", torch.float64)  # noqa: E731
-        s, f, n = weight * cpu64(y.T @ x), weight * cpu64(x.sum(0)), weight * x.shape[0]
+        s, f, n = weight * (y.T @ x).cpu(), weight * x.sum(0).cpu(), weight * x.shape[0]
         if key in self.sums:
             self.sums[key] += s
             self.firsts[key] += f
