@@ -1,20 +1,14 @@
-"""Which files the app accepts: audio and video containers, found in files and folders."""
+"""Which files the app accepts (the engine's rule, `engine.media_files`) and the file-dialog filter."""
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aiff", ".aif",
-    ".caf", ".w64", ".amr", ".ac3", ".mka",
-})
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts"})
-MEDIA_EXTENSIONS = AUDIO_EXTENSIONS | VIDEO_EXTENSIONS
+from engine.media_files import AUDIO_EXTENSIONS, MEDIA_EXTENSIONS, VIDEO_EXTENSIONS, is_media
+from engine.media_files import expand as _expand
 
-
-def is_media(path: Path) -> bool:
-    return path.suffix.lower() in MEDIA_EXTENSIONS
+__all__ = ["AUDIO_EXTENSIONS", "VIDEO_EXTENSIONS", "MEDIA_EXTENSIONS", "is_media", "dialog_filter", "expand"]
 
 
 def dialog_filter() -> str:
@@ -24,29 +18,5 @@ def dialog_filter() -> str:
 
 
 def expand(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Files as given (any extension: the user chose them) plus media files found in folders.
-
-    Folders are walked recursively in sorted order, hidden entries skipped; duplicates removed
-    while keeping the first position.
-    """
-    out: list[Path] = []
-    seen: set[Path] = set()
-
-    def add(p: Path) -> None:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            for root, dirs, files in os.walk(p):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    f = Path(root) / name
-                    if not name.startswith(".") and is_media(f):
-                        add(f)
-        elif p.is_file():
-            add(p)
-    return out
+    """Dropped or chosen paths as queue entries: files as given, media found in folders, nothing that is gone."""
+    return [p for p in _expand(paths) if p.is_file()]

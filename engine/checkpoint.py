@@ -37,11 +37,12 @@ def settings_fingerprint(model: dict, options: TranscribeOptions) -> str:
 
 
 class Checkpoint:
-    """The resume file of one audio file in one output folder."""
+    """The resume file of one audio file in one output folder (named after the exports' stem)."""
 
-    def __init__(self, out_dir: Path, audio: Path, model: dict, options: TranscribeOptions):
+    def __init__(self, out_dir: Path, audio: Path, model: dict, options: TranscribeOptions,
+                 stem: str | None = None):
         self.audio = Path(audio)
-        self.path = Path(out_dir) / f".{safe_stem(stem_for(str(audio)))}.whisper-mla-resume.json"
+        self.path = Path(out_dir) / f".{safe_stem(stem or stem_for(str(audio)))}.whisper-mla-resume.json"
         self.key = {"version": FORMAT_VERSION, "audio": audio_fingerprint(self.audio),
                     "settings": settings_fingerprint(model, options)}
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from engine.audio import AudioError, probe
 from engine.checkpoint import Checkpoint
-from engine.export import export, parse_formats
+from engine.export import export, parse_formats, unique_stem
 from engine.atomic import check_writable_dir
 from engine.batching import choose_batch_size, parse_batch_size
+from engine.media_files import expand
 from engine.model_sources import ModelSourceError
 from engine.results import Progress, Segment
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio/video files",
                        description="Transcribe audio or video files to TXT/SRT/VTT/JSON.")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files, or folders (searched recursively)")
     p.add_argument("--model", default=None, help="bundled name (tiny.en, base), model folder or hub id; default tiny.en")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--format", default="txt,srt,vtt,json", help="comma-separated: txt,srt,vtt,json")
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         formats = parse_formats(args.format)
         check_writable_dir(args.out)
+        files = expand(args.files, require_media=True)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -107,11 +109,14 @@ def run(args: argparse.Namespace) -> int:
                                 initial_prompt=args.initial_prompt)
     transcriber = Transcriber(loaded, options)
     failures = 0
-    for file in args.files:
-        line = _ProgressLine(Path(file).name, not args.quiet)
+    stems: list[str] = []  # same-named files from different folders get "name (2)" and so on
+    for file in files:
+        stems.append(unique_stem(file, stems))
+        line = _ProgressLine(file.name, not args.quiet)
         try:
             probe(file)  # a bad file fails here, before any work
-            ckpt = None if args.no_resume else Checkpoint(Path(args.out), Path(file), loaded.info.to_dict(), options)
+            ckpt = None if args.no_resume else Checkpoint(Path(args.out), file, loaded.info.to_dict(), options,
+                                                          stem=stems[-1])
             resume = ckpt.load() if ckpt else None
             if resume and not args.quiet:
                 print(f"{file}: resuming at {resume.position / 100:.1f} s with {len(resume.segments)} segments "
@@ -119,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             transcript = transcriber.transcribe(file, progress=line,
                                                 on_segment=None if args.quiet else line.print_segment,
                                                 resume=resume, on_window=ckpt.save if ckpt else None)
-            written = export(transcript, args.out, formats)
+            written = export(transcript, args.out, formats, stem=stems[-1])
             if ckpt:
                 ckpt.discard()
         except AudioError as e:

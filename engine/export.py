@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path, PurePath
 from typing import Any, NamedTuple
 
@@ -208,6 +208,19 @@ def stem_for(audio_file: str) -> str:
     """The audio file's name without folder or last extension, accepting / and \\ as separators."""
     base = re.split(r"[\\/]", str(audio_file))[-1]
     return PurePath(base).stem if base not in ("", ".", "..") else ""
+
+
+def unique_stem(audio_file: str | os.PathLike[str], taken: Collection[str]) -> str:
+    """The audio file's safe stem, with " (2)", " (3)", ... added while another file already has it.
+
+    Two recordings of the same name from different folders, written to one output folder,
+    must not overwrite each other's transcripts.
+    """
+    base = safe_stem(stem_for(str(audio_file)))
+    stem, n = base, 2
+    while stem in taken:
+        stem, n = f"{base} ({n})", n + 1
+    return stem
 
 
 # --------------------------------------------------------------------------- export / import

@@ -14,7 +14,7 @@ from app.jobs.table_model import JobTableModel
 from app.model_choice import ModelChoice
 from app.worker import protocol as P
 from app.worker.client import WorkerClient
-from engine.export import FORMATS, export, safe_stem, stem_for, transcript_from_dict
+from engine.export import FORMATS, export, transcript_from_dict, unique_stem
 from engine.results import ModelInfo, Progress, Segment, Transcript
 
 log = logging.getLogger(__name__)
@@ -142,12 +142,7 @@ class JobController(QObject):
         """The audio file's stem, made unique among this session's jobs (same name, other folder)."""
         key = job.path.resolve()
         if key not in self._stems:
-            base = safe_stem(stem_for(str(job.path)))
-            taken = set(self._stems.values())
-            stem, n = base, 2
-            while stem in taken:
-                stem, n = f"{base} ({n})", n + 1
-            self._stems[key] = stem
+            self._stems[key] = unique_stem(job.path, set(self._stems.values()))
         return self._stems[key]
 
     def _autosave(self, job: Job) -> None:

@@ -1,6 +1,6 @@
 """`whisper-mla finetune`: recover accuracy of a Whisper-MLA folder on your own audio.
 
-    whisper-mla finetune --model MLA_DIR --audio talk1.flac talk2.mp3 --minutes 20 --out DIR
+    whisper-mla finetune --model MLA_DIR --audio talk1.flac talk2.mp3 (or a folder) --minutes 20 --out DIR
     whisper-mla finetune --model MLA_DIR --audio FOLDER --labels --steps 500 --out DIR
         [--teacher SPEC] [--trainable mla|decoder|all] [--lr 3e-4] [--resume] [--device cpu|cuda|auto]
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="Whisper-MLA folder to fine-tune (from whisper-mla convert)")
     p.add_argument("--teacher", default=None, help="stock model spec (default: the source recorded in the folder)")
     p.add_argument("--audio", nargs="+", required=True, metavar="PATH",
-                   help="audio files for distillation; with --labels one folder of audio + same-stem .txt")
+                   help="audio files or folders for distillation; with --labels one folder of audio + same-stem .txt")
     p.add_argument("--labels", action="store_true", help="supervised: --audio is a folder with transcripts")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None, help="optimizer steps (default 300)")
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine.finetune.data import LabelledFolderError
+    from engine.media_files import NoMediaError, expand
     from engine.finetune.trainer import FinetuneOptions, finetune
     from engine.model_sources import ModelSourceError
 
@@ -103,11 +104,16 @@ def run(args: argparse.Namespace) -> int:
             return 2
         data = {"labelled_dir": args.audio[0]}
     else:
-        missing = [a for a in args.audio if not Path(a).is_file()]
+        try:
+            audio = expand(args.audio, require_media=True)
+        except NoMediaError as e:
+            sys.stderr.write(f"error: {e}\n")
+            return 1
+        missing = [a for a in audio if not a.is_file()]
         if missing:
             sys.stderr.write(f"error: {missing[0]}: audio file not found\n")
             return 1
-        data = {"audio": args.audio}
+        data = {"audio": audio}
     try:
         res = finetune(args.model, args.out, teacher=args.teacher, options=opt, progress=_printer(),
                        resume=args.resume, **data)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
+from engine.media_files import NoMediaError, expand
 from engine.mla.config import MODULE_KINDS
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", choices=("svd", "calibrated"), default="calibrated",
                    help="weight SVD or activation-calibrated SVD (default; far more accurate)")
     p.add_argument("--calibrate", nargs="+", default=None, metavar="AUDIO",
-                   help="audio files for calibration (default: the bundled sample recording)")
+                   help="audio files or folders for calibration (default: the bundled sample recording)")
     p.add_argument("--no-compensate", dest="compensate", action="store_false",
                    help="calibrate every decoder layer on stock inputs instead of fitting each one behind "
                         "the layers already converted (the default; far better at 87.5%%)")
@@ -74,6 +74,15 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("error: nothing to convert (--modules none without --exact-cross)\n")
         return 2
     try:
+        calib = expand(args.calibrate, require_media=True) if args.calibrate else None
+    except NoMediaError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    for a in calib or ():
+        if not a.is_file():
+            sys.stderr.write(f"error: {a}: calibration audio not found\n")
+            return 1
+    try:
         loaded = resolve_model(args.model, device=args.device, dtype=torch.float32)
     except ModelSourceError as e:
         sys.stderr.write(f"error: {e}\n")
@@ -81,11 +90,6 @@ def run(args: argparse.Namespace) -> int:
     if getattr(loaded.model, "mla_config", None) is not None:
         sys.stderr.write(f"error: {args.model} is already an MLA model\n")
         return 2
-    calib = [Path(a) for a in args.calibrate] if args.calibrate else None
-    for a in calib or ():
-        if not a.is_file():
-            sys.stderr.write(f"error: {a}: calibration audio not found\n")
-            return 1
     try:
         cfg = convert_model(loaded.model, rank=args.rank, kv_reduction=args.kv_reduction, modules=modules,
                             init=args.init, exact_cross=args.exact_cross, calibration_audio=calib,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app import formatting as fmt
-from app.audio_files import expand, is_media
+from app.audio_files import dialog_filter, expand, is_media
 from app.model_choice import ModelChoice
 
 
@@ -57,6 +57,8 @@ def test_expand_recurses_folders_for_media_only(tmp_path: Path, data_dir: Path):
     assert [p.name for p in found] == ["one.mp3", "two.MKV", "three.flac"]
     assert is_media(Path("x.OPUS")) and not is_media(Path("x.txt"))
     assert len(expand([data_dir])) == 5  # 4 flac + 1 wav; the .txt references are skipped
+    assert expand([tmp_path / "gone.wav"]) == []  # a drop never queues a file that is not there
+    assert "*.flac" in dialog_filter() and "*.mkv" in dialog_filter()
 
 
 def test_gui_process_never_imports_torch_and_worker_never_imports_qt():

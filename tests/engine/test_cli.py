@@ -48,3 +48,28 @@ def test_good_and_bad_files_in_one_run(tiny, sample_path, tmp_path):
 def test_unknown_format_fails_before_loading(tmp_path):
     out = run_cli("transcribe", "x.wav", "--format", "docx", cwd=tmp_path)
     assert out.returncode == 2 and "unknown output format" in out.stderr
+
+
+def test_a_folder_is_transcribed_and_same_named_files_keep_their_own_exports(tiny, sample_path, tmp_path):
+    """A folder expands to its recordings, recursively; a second "talk.flac" from another folder
+    is written as "talk (2)" instead of overwriting the first one's transcript."""
+    for sub in ("day1", "day2/late"):
+        (tmp_path / "rec" / sub).mkdir(parents=True)
+        (tmp_path / "rec" / sub / "talk.flac").write_bytes(sample_path.read_bytes())
+    (tmp_path / "rec" / "day1" / "notes.txt").write_text("not audio, not picked up from a folder")
+    out = run_cli("transcribe", "rec", "--format", "txt", "--out", "out", "-q", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["talk (2).txt", "talk.txt"]
+    for name in ("talk.txt", "talk (2).txt"):
+        assert "ask not what your country can do for you" in (tmp_path / "out" / name).read_text().lower()
+
+
+def test_a_folder_without_recordings_is_refused_by_name_before_loading(tmp_path):
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    for args in (("transcribe", "empty"), ("convert", "--kv-reduction", "0.75", "--calibrate", "empty", "--out", "m"),
+                 ("finetune", "--model", "m", "--audio", "empty", "--out", "t")):
+        out = run_cli(*args, cwd=tmp_path)
+        assert out.returncode in (1, 2), (args, out.stderr)
+        assert "error: empty: no audio or video files in this folder" in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
