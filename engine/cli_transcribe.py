@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("transcribe", help="transcribe audio/video files",
+    p = sub.add_parser("transcribe", help="transcribe audio/video files or folders",
                        description="Transcribe audio or video files to TXT/SRT/VTT/JSON.")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files, or folders (searched recursively)")
     p.add_argument("--model", default=None, help="bundled name (tiny.en, base), model folder or hub id; default tiny.en")
