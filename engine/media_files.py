@@ -17,8 +17,8 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", "
 MEDIA_EXTENSIONS = AUDIO_EXTENSIONS | VIDEO_EXTENSIONS
 
 
-class NoMediaError(ValueError):
-    """A folder that was given as input holds no audio or video file."""
+class MediaInputError(ValueError):
+    """A path given as input names no recording: a folder without media, or a file that is not there."""
 
 
 def is_media(path: Path) -> bool:
@@ -39,7 +39,7 @@ def expand(paths: Iterable[str | os.PathLike], *, require_media: bool = False) -
 
     Duplicates are removed, keeping the first position. Paths that do not exist are kept as
     given, so the caller reports them by name. `require_media`: a folder with no media file
-    raises `NoMediaError` naming it (a command line asked for its recordings); otherwise it
+    raises `MediaInputError` naming it (a command line asked for its recordings); otherwise it
     adds nothing (a drop of mixed folders).
     """
     out: list[Path] = []
@@ -56,10 +56,22 @@ def expand(paths: Iterable[str | os.PathLike], *, require_media: bool = False) -
         if p.is_dir():
             found = media_in_folder(p)
             if not found and require_media:
-                raise NoMediaError(f"{p}: no audio or video files in this folder "
+                raise MediaInputError(f"{p}: no audio or video files in this folder "
                                    f"(looked for {', '.join(sorted(AUDIO_EXTENSIONS))} and video containers)")
             for f in found:
                 add(f)
         else:
             add(p)
     return out
+
+
+def recordings(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """`expand` for a command that needs every named recording (calibration, fine-tuning audio).
+
+    Raises `MediaInputError` naming the first folder without media or file that does not exist.
+    """
+    found = expand(paths, require_media=True)
+    for p in found:
+        if not p.is_file():
+            raise MediaInputError(f"{p}: audio file not found")
+    return found

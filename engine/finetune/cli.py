@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine.finetune.data import LabelledFolderError
-    from engine.media_files import NoMediaError, expand
+    from engine.media_files import MediaInputError, recordings
     from engine.finetune.trainer import FinetuneOptions, finetune
     from engine.model_sources import ModelSourceError
 
@@ -105,15 +105,10 @@ def run(args: argparse.Namespace) -> int:
         data = {"labelled_dir": args.audio[0]}
     else:
         try:
-            audio = expand(args.audio, require_media=True)
-        except NoMediaError as e:
+            data = {"audio": recordings(args.audio)}
+        except MediaInputError as e:
             sys.stderr.write(f"error: {e}\n")
             return 1
-        missing = [a for a in audio if not a.is_file()]
-        if missing:
-            sys.stderr.write(f"error: {missing[0]}: audio file not found\n")
-            return 1
-        data = {"audio": audio}
     try:
         res = finetune(args.model, args.out, teacher=args.teacher, options=opt, progress=_printer(),
                        resume=args.resume, **data)

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from engine.media_files import NoMediaError, expand
+from engine.media_files import MediaInputError, recordings
 from engine.mla.config import MODULE_KINDS
 
 log = logging.getLogger(__name__)
@@ -74,14 +74,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stderr.write("error: nothing to convert (--modules none without --exact-cross)\n")
         return 2
     try:
-        calib = expand(args.calibrate, require_media=True) if args.calibrate else None
-    except NoMediaError as e:
+        calib = recordings(args.calibrate) if args.calibrate else None
+    except MediaInputError as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
-    for a in calib or ():
-        if not a.is_file():
-            sys.stderr.write(f"error: {a}: calibration audio not found\n")
-            return 1
     try:
         loaded = resolve_model(args.model, device=args.device, dtype=torch.float32)
     except ModelSourceError as e:

@@ -64,7 +64,7 @@ def test_a_folder_is_transcribed_and_same_named_files_keep_their_own_exports(tin
         assert "ask not what your country can do for you" in (tmp_path / "out" / name).read_text().lower()
 
 
-def test_a_folder_without_recordings_is_refused_by_name_before_loading(tmp_path):
+def test_a_folder_without_recordings_or_a_missing_file_is_refused_by_name_before_loading(tmp_path):
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "readme.txt").write_text("x")
     for args in (("transcribe", "empty"), ("convert", "--kv-reduction", "0.75", "--calibrate", "empty", "--out", "m"),
@@ -73,3 +73,7 @@ def test_a_folder_without_recordings_is_refused_by_name_before_loading(tmp_path)
         assert out.returncode in (1, 2), (args, out.stderr)
         assert "error: empty: no audio or video files in this folder" in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
+    for args in (("convert", "--kv-reduction", "0.75", "--calibrate", "gone.flac", "--out", "m"),
+                 ("finetune", "--model", "m", "--audio", "gone.flac", "--out", "t")):
+        out = run_cli(*args, cwd=tmp_path)
+        assert out.returncode == 1 and "error: gone.flac: audio file not found" in out.stderr, (args, out.stderr)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from engine.export import unique_stem
-from engine.media_files import NoMediaError, expand, is_media
+from engine.media_files import MediaInputError, expand, is_media, recordings
 
 
 def test_expand_walks_folders_for_media_and_keeps_named_files(tmp_path: Path):
@@ -25,8 +25,12 @@ def test_a_folder_without_media_is_an_error_only_when_asked(tmp_path: Path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("x")
     assert expand([tmp_path / "docs"]) == []
-    with pytest.raises(NoMediaError, match="docs: no audio or video files in this folder"):
+    with pytest.raises(MediaInputError, match="docs: no audio or video files in this folder"):
         expand([tmp_path / "docs"], require_media=True)
+    (tmp_path / "a.flac").write_bytes(b"x")
+    assert recordings([tmp_path / "a.flac"]) == [tmp_path / "a.flac"]
+    with pytest.raises(MediaInputError, match="gone.wav: audio file not found"):
+        recordings([tmp_path / "a.flac", tmp_path / "gone.wav"])
 
 
 def test_unique_stem_numbers_repeated_names():
