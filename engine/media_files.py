@@ -57,7 +57,7 @@ def expand(paths: Iterable[str | os.PathLike], *, require_media: bool = False) -
             found = media_in_folder(p)
             if not found and require_media:
                 raise MediaInputError(f"{p}: no audio or video files in this folder "
-                                   f"(looked for {', '.join(sorted(AUDIO_EXTENSIONS))} and video containers)")
+                                      f"(looked for {', '.join(sorted(AUDIO_EXTENSIONS))} and video containers)")
             for f in found:
                 add(f)
         else:

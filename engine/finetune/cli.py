@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine.finetune.data import LabelledFolderError
-    from engine.media_files import MediaInputError, recordings
     from engine.finetune.trainer import FinetuneOptions, finetune
+    from engine.media_files import MediaInputError, recordings
     from engine.model_sources import ModelSourceError
 
     if args.threads:
