@@ -128,6 +128,20 @@ def cuda_index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
+@contextlib.contextmanager
+def memory_limit(device: torch.device, budget: int):
+    """Cap this process's CUDA allocator at `budget` bytes, so past it a run meets a real OOM (no-op on CPU)."""
+    if device.type != "cuda":
+        yield
+        return
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(budget / total, cuda_index(device))
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, cuda_index(device))
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -330,21 +344,19 @@ def max_batch(shape_name: str, variant: str, sweep_runs: list[dict[str, Any]], b
     slope = (b["peak_allocated"] - a["peak_allocated"]) / (b["batch"] - a["batch"])
     intercept = b["peak_allocated"] - slope * b["batch"]
     predicted = max(1, int((budget - intercept) // slope))
-    total = torch.cuda.get_device_properties(device).total_memory
     loaded = build(shape_name, variant, device, dtype)
     planned = plan_for(loaded, budget)
-    torch.cuda.set_per_process_memory_fraction(budget / total, cuda_index(device))
     fits: dict[int, Run] = {}
     fails: set[int] = set()
     n = predicted
-    try:
+    with memory_limit(device, budget):
         for _ in range(tries):
             if time.monotonic() > deadline:
                 break
             free()
             run = try_decode(loaded, n, positions)
             log.info("budget %s %s: batch %d %s", shape_name, variant, n,
-                     f"fits (peak {run.peak_allocated / 2**20:.0f} MiB)" if run else "OOM")
+                     f"fits (peak {mib(run.peak_allocated)} MiB)" if run else "OOM")
             if run:
                 fits[n] = run
                 up = n + max(1, n // 25)
@@ -357,8 +369,6 @@ def max_batch(shape_name: str, variant: str, sweep_runs: list[dict[str, Any]], b
                 if down in fits or n == 1:
                     break
                 n = down
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, cuda_index(device))
     best = max(fits) if fits else None
     result = {"predicted": predicted, "plan_batch": planned, "max_fit": best,
               "smallest_oom": min((f for f in fails if best is None or f > best), default=None),
@@ -392,7 +402,7 @@ def sampler_check(shape_name: str, variant: str, batch: int, positions: int, dev
                           "peak_kv": smp.peak().to_dict().get("kv_total_bytes")})
     sync(device)
     sample = take_sample(0.0, device=device)
-    torch_alloc = torch.cuda.memory_allocated(device)
+    torch_alloc = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
     try:
         smi_out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used,memory.total", "--format=csv,noheader,nounits",
                                   "-i", str(cuda_index(device))], capture_output=True, text=True, timeout=20)
@@ -410,6 +420,61 @@ def sampler_check(shape_name: str, variant: str, batch: int, positions: int, dev
         "torch_memory_allocated": torch_alloc, "nvidia_smi": smi,
     }
     log.info("sampler: overhead %+.2f%%, %.0f us of sampler CPU per tick", 100 * out["overhead"], out["us_per_tick"])
+    return out
+
+
+def sampler_breakdown(shape_name: str, variant: str, batch: int, positions: int, device, dtype,
+                      repeats: int = 5, interval_s: float = 0.05) -> dict[str, Any]:
+    """Decode wall time without a sampler and with samplers that read fewer probes, in rotating order.
+
+    Which probe a slowdown comes from: NVML's per-process query walks the driver's process
+    list, its memory query goes to the driver, torch's counters take the allocator's lock,
+    the KV reading and RSS are Python and /proc.
+    """
+    import math
+
+    from engine.decoding import WindowDecoder
+    from engine.memory import MemorySampler, nvml, probes
+
+    loaded = build(shape_name, variant, device, dtype)
+    dec = WindowDecoder(loaded)
+    forced_decode(loaded, batch, 16, decoder=dec)
+    real_nvml, real_torch, real_proc = probes.nvml_memory, probes.torch_cuda_memory, nvml.PROCESS_REFRESH_S
+    configs = ["plain", "full", "no-nvml-process", "no-nvml", "rss+kv", "rss"]
+
+    def setup(name: str) -> None:
+        probes.nvml_memory, probes.torch_cuda_memory, nvml.PROCESS_REFRESH_S = real_nvml, real_torch, real_proc
+        if name == "no-nvml-process":
+            nvml.PROCESS_REFRESH_S = math.inf
+        if name in ("no-nvml", "rss+kv", "rss"):
+            probes.nvml_memory = lambda device=None: (None, "off")
+        if name in ("rss+kv", "rss"):
+            probes.torch_cuda_memory = lambda device=None: (None, "off")
+
+    walls: dict[str, list[float]] = {c: [] for c in configs}
+    cpu: dict[str, list[float]] = {c: [] for c in configs[1:]}
+    try:
+        for k in range(repeats):
+            order = configs[k % len(configs):] + configs[:k % len(configs)]
+            for name in order:
+                setup(name)
+                if name == "plain":
+                    walls[name].append(forced_decode(loaded, batch, positions, decoder=dec).wall_s)
+                    continue
+                smp = MemorySampler(interval_s=interval_s, kv_source=None if name == "rss" else dec.live_kv_bytes,
+                                    device=device)
+                with smp:
+                    walls[name].append(forced_decode(loaded, batch, positions, decoder=dec).wall_s)
+                cpu[name].append(1e6 * smp.cpu_time_s / max(1, smp.sample_count))
+    finally:
+        setup("full")
+    base = statistics.median(walls["plain"])
+    out = {"variant": variant, "batch": batch, "positions": positions, "interval_s": interval_s, "walls": walls,
+           "overhead": {c: statistics.median(w) / base - 1 for c, w in walls.items()},
+           "us_per_tick": {c: statistics.median(v) for c, v in cpu.items()}}
+    log.info("sampler breakdown: overhead %s; us per tick %s",
+             {c: f"{100 * v:+.1f}%" for c, v in out["overhead"].items()},
+             {c: round(v) for c, v in out["us_per_tick"].items()})
     return out
 
 
@@ -466,11 +531,12 @@ def step_profile(shape_name: str, variants: list[str], device, dtype, out_dir: P
 def oom_fallback_check(shape_name: str, device, dtype, windows: int = 24, positions: int = 64) -> dict[str, Any]:
     from engine.memory.oom import FallbackState, run_with_oom_fallback
 
+    if device.type != "cuda":
+        return {"skipped": "needs a CUDA device"}
     loaded = build(shape_name, "stock", device, dtype)
     free()
     forced_decode(loaded, 3, positions)
     budget = torch.cuda.max_memory_reserved(device) + (64 << 20)  # batch 3 fits, 24 cannot
-    total = torch.cuda.get_device_properties(device).total_memory
     seen: list[int] = []
 
     def decode(idx: list[int]) -> list[int]:
@@ -478,12 +544,9 @@ def oom_fallback_check(shape_name: str, device, dtype, windows: int = 24, positi
         return [run.batch] * len(idx)
 
     state = FallbackState(windows)
-    torch.cuda.set_per_process_memory_fraction(budget / total, cuda_index(device))
-    try:
+    with memory_limit(device, budget):
         for idx, _ in run_with_oom_fallback(decode, list(range(windows)), windows, state=state):
             seen.extend(idx)
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, cuda_index(device))
     return {"windows": windows, "budget_bytes": budget, "oom_events": state.oom_events,
             "final_batch": state.batch_size, "each_once_in_order": seen == list(range(windows))}
 
@@ -492,15 +555,11 @@ def confirm_plan(shape_name: str, variant: str, budget: int, positions: int, dev
     """Run the batch the product's `plan_batch` picks for the budget, under that budget."""
     loaded = build(shape_name, variant, device, dtype)
     planned = plan_for(loaded, budget)
-    total = torch.cuda.get_device_properties(device).total_memory
     free()
-    torch.cuda.set_per_process_memory_fraction(budget / total, cuda_index(device))
-    try:
+    with memory_limit(device, budget):
         run = try_decode(loaded, planned["batch"], positions)
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, cuda_index(device))
     log.info("plan %s %s: batch %d %s", shape_name, variant, planned["batch"],
-             f"fits, peak {run.peak_allocated / 2**20:.0f} MiB, {run.to_dict()['windows_per_s']:.2f} win/s" if run
+             f"fits, peak {mib(run.peak_allocated)} MiB, {run.to_dict()['windows_per_s']:.2f} win/s" if run
              else "OOM")
     return {"plan_batch": planned, "fits": run is not None, "run": run.to_dict() if run else None}
 
@@ -516,14 +575,22 @@ def probe_costs(shape_name: str, device, dtype, calls: int = 200) -> dict[str, f
     kept = {}
     forced_decode(loaded, 2, 448, decoder=dec, on_step=lambda t: kept.update(cache=dec.live_cache))
     cache = kept["cache"]
-    fns = {
-        "rss (psutil)": rss_bytes,
-        "torch.cuda.memory_stats": lambda: torch.cuda.memory_stats(device),
-        "torch_cuda_memory probe": lambda: torch_cuda_memory(device),
-        "nvml probe": lambda: nvml_memory(device),
-        "kv cache_bytes (32 layers)": lambda: cache_bytes(cache),
-    }
-    if hasattr(torch._C, "_cuda_memoryStats"):
+    fns = {"rss (psutil)": rss_bytes, "kv cache_bytes (all layers)":
+           lambda: cache_bytes(cache)}
+    if device.type == "cuda":
+        fns.update({"torch.cuda.memory_stats": lambda: torch.cuda.memory_stats(device),
+                    "torch_cuda_memory probe": lambda: torch_cuda_memory(device),
+                    "nvml probe": lambda: nvml_memory(device)})
+    if device.type == "cuda":
+        import pynvml
+
+        from engine.memory import nvml
+
+        if nvml.init_reason() is None:
+            handle, _ = nvml._handle(cuda_index(device), torch)
+            fns["nvml memory info (uncached)"] = lambda: nvml._memory_info(pynvml, handle)
+            fns["nvml process usage (uncached)"] = lambda: nvml._read_process_usage(handle)
+    if device.type == "cuda" and hasattr(torch._C, "_cuda_memoryStats"):
         fns["torch._C._cuda_memoryStats"] = lambda: torch._C._cuda_memoryStats(cuda_index(device))
     out = {}
     for name, fn in fns.items():
@@ -630,6 +697,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--final", action="store_true", help="only: the product's planned batches under the budget, "
                    "OOM fallback, probe costs, sampler at 10 and 20 Hz")
     p.add_argument("--budget-tries", type=int, default=3, help="real runs per variant in the largest-batch search")
+    p.add_argument("--fixed-segments", action="store_true", help="keep the CUDA allocator's default segments "
+                   "(the product asks for expandable ones; runs before 2026-11-26 11:30 used the default)")
+    p.add_argument("--skip", default="", help="comma-separated sections to leave out: budget, oom, sampler, "
+                   "breakdown, other-dtype")
     p.add_argument("--quick", action="store_true", help="tiny shape, short decodes: a dry run of every code path")
     p.add_argument("--out", default=None, help="JSON report (written after every section)")
     args = p.parse_args(argv)
@@ -639,11 +710,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.shapes, args.batches, args.positions = "tiny", "1,2,4", 24
     device = torch.device(args.device)
+    if device.type == "cuda" and not args.fixed_segments:
+        from engine.cuda_allocator import prefer_expandable_segments
+
+        log.info("allocator: %s", prefer_expandable_segments())  # as the product's model loader does
     dtype = DTYPES[args.dtype] if device.type == "cuda" else torch.float32
     deadline = time.monotonic() + args.time_limit
     budget = parse_size(args.budget)
     shapes = [s for s in args.shapes.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
+    skip = {x for x in args.skip.split(",") if x}
     batches = [int(b) for b in args.batches.split(",")]
     report: dict[str, Any] = {"env": env_info(device), "dtype": str(dtype).replace("torch.", ""),
                               "positions": args.positions, "budget_bytes": budget, "sweep": {}, "budget": {}}
@@ -680,9 +756,13 @@ def main(argv: list[str] | None = None) -> int:
             r = section(f"plan {variant}", lambda: confirm_plan(shape, variant, budget, args.positions, device, dtype))
             if r:
                 report["plan_confirmed"][variant] = r
-        report["oom_fallback"] = section("oom fallback", lambda: oom_fallback_check("small", device, dtype))
+        if "oom" not in skip:
+            report["oom_fallback"] = section("oom fallback", lambda: oom_fallback_check("small", device, dtype))
         report["probe_costs"] = section("probe costs", lambda: probe_costs(shape, device, dtype))
-        for hz, interval in (("10hz", 0.1), ("20hz", 0.05)):
+        if "breakdown" not in skip:
+            report["sampler_breakdown"] = section("sampler breakdown", lambda: sampler_breakdown(
+                shape, "mla75", 8, 128, device, dtype))
+        for hz, interval in ((("10hz", 0.1), ("20hz", 0.05)) if "sampler" not in skip else ()):
             report[f"sampler_{hz}"] = section(f"sampler {hz}", lambda: sampler_check(
                 shape, "mla75", 8, 128, device, dtype, repeats=3, interval_s=interval))
         backends.close()
@@ -719,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          deadline))
         if sw:
             report["sweep"][shape] = sw
-        if device.type == "cuda" and sw:
+        if device.type == "cuda" and sw and "budget" not in skip:
             report["budget"][shape] = {}
             todo = [v for v in variants if v in sw]
             # the headline pair first (stock and the smallest state), then the cheap checks, then the rest
@@ -731,12 +811,13 @@ def main(argv: list[str] | None = None) -> int:
                         tries=args.budget_tries))
                     if r:
                         report["budget"][shape][variant] = r
-                if k == 0 and i == 0:
+                if k == 0 and i == 0 and "oom" not in skip:
                     report["oom_fallback"] = section("oom fallback", lambda: oom_fallback_check("small", device,
                                                                                                 dtype))
+                if k == 0 and i == 0 and "sampler" not in skip:
                     report["sampler"] = section("sampler", lambda: sampler_check(shape, "mla75", 8, 128, device,
                                                                                  dtype))
-    if device.type == "cuda" and shapes:  # lowest priority: the other half-precision type's speed
+    if device.type == "cuda" and shapes and "other-dtype" not in skip:  # lowest priority: the other half-precision type's speed
         other = "bfloat16" if dtype == torch.float16 else "float16"
         report["other_dtype"] = section(f"sweep {other}", lambda: {"dtype": other, "shape": shapes[0], "sweep": sweep(
             shapes[0], ["stock", variants[-1]], [16], args.positions, device, DTYPES[other], deadline)})

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 MAX_TOKENS = 448  # Whisper's decoder context
 N_FRAMES_ENC = 1500  # encoder positions of one 30 s window
 CPU_MAX_BATCH = 16
-# on an H200 the windows/s of large-v3 MLA + exact cross still rose from batch 16 to 64 (1.43 -> 3.32);
-# larger batches were not timed (bench/bench_gpu.py)
+# on an H200, large-v3 MLA 87.5% + exact cross (bench/bench_gpu.py): windows/s rose from batch 16 to 64
+# (1.43 -> 3.31), then flattened (3.65 at 128, 3.18 at 315): past 64 a batch adds memory, not speed
 CUDA_MAX_BATCH = 64
 MIN_MARGIN = 256 << 20
 

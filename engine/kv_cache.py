@@ -23,7 +23,7 @@ def _layer_bytes(layer) -> int:
     for value in vars(layer).values():
         if isinstance(value, torch.Tensor) and value.numel() and id(value) not in seen:
             seen.add(id(value))
-            total += value.numel() * value.element_size()
+            total += value.nbytes
     return total
 
 

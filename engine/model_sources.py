@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from engine.ct2_import import import_ct2_folder, is_ct2_folder
+from engine.cuda_allocator import prefer_expandable_segments
 from engine.generation_settings import GenerationSettings, settings_from_model
 from engine.results import ModelInfo
 
@@ -239,6 +240,8 @@ def resolve_model(spec: str | None = None, device: str | torch.device | None = "
     dev = pick_device(device)
     dtype = dtype or default_dtype(dev)
     folder, name, kind = _resolve_folder(spec)
+    if dev.type == "cuda":
+        prefer_expandable_segments()
     mla_extra: dict[str, Any] = {}
     if kind == "mla":
         from engine.mla import load_mla_model
