@@ -10,6 +10,7 @@ A variant is comma-separated: the KV reduction first, then any of
   init=calibrated|svd   cal=sample|ljjfk (LJ Speech file + JFK clip)   compensate=1|0
   keep=N (the paper's N exact key dimensions per head)   select=norm|uniform
   kscale=X|auto (key vs value error balance)   eps=X (second-moment regulariser)
+  ranks=A/B/C/D (each decoder layer's rank; the reduction then only labels the variant)
 
     python bench/bench_conversion.py [--threads 2] [--json out.json] 0.75 0.75,compensate=0 0.75,keep=4
 """
@@ -34,13 +35,14 @@ from engine.transcribe import Transcriber, TranscribeOptions  # noqa: E402
 
 JFK = "jfk_inaugural_excerpt.flac"
 KEYS = {"init": str, "cal": str, "compensate": lambda v: v not in ("0", "false", "no"), "keep": int, "select": str,
-        "kscale": lambda v: v if v == "auto" else float(v), "eps": float}
+        "kscale": lambda v: v if v == "auto" else float(v), "eps": float,
+        "ranks": lambda v: [int(x) for x in v.split("/")]}
 
 
 def parse_variant(text: str) -> dict:
     head, *rest = text.split(",")
     spec = {"reduction": float(head), "init": "calibrated", "cal": "sample", "compensate": True, "keep": 0,
-            "select": "norm", "kscale": "auto", "eps": 0.1}
+            "select": "norm", "kscale": "auto", "eps": 0.1, "ranks": "uniform"}
     for item in rest:
         key, _, value = item.partition("=")
         if key not in KEYS:
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cfg = convert_model(model, kv_reduction=spec["reduction"], init=spec["init"], calibration_audio=calibration,
                             compensate=spec["compensate"], keep_key_dims=spec["keep"], key_selection=spec["select"],
-                            key_scale=spec["kscale"], eps=spec["eps"], source="tiny.en")
+                            key_scale=spec["kscale"], eps=spec["eps"], rank_allocation=spec["ranks"],
+                            source="tiny.en")
         texts = transcribe_sets(dataclasses.replace(stock, model=model), sets)
         results.append({"variant": text, "spec": spec, "ranks": cfg.ranks["decoder-self"],
                         "seconds": time.perf_counter() - t0,

@@ -17,7 +17,7 @@ def rank_for_reduction(d_model: int, kv_reduction: float) -> int:
     return max(1, int(round((1.0 - kv_reduction) * 2 * d_model)))
 
 
-def reduction_for_rank(d_model: int, rank: int) -> float:
+def reduction_for_rank(d_model: int, rank: float) -> float:
     return 1.0 - rank / (2.0 * d_model)
 
 

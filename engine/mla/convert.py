@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -60,7 +60,7 @@ def convert_model(
     eps: float = 0.1,
     weighting: str = "output",
     key_scale: float | str = "auto",
-    rank_allocation: str = "uniform",
+    rank_allocation: str | Sequence[int] = "uniform",
     compensate: bool = COMPENSATE_DEFAULT,
     keep_key_dims: int = 0,
     key_selection: str = "norm",
@@ -91,6 +91,8 @@ def convert_model(
     starves the first layers and is far worse: WER 27.2 / 38.9 / 26.7% on the LibriSpeech
     utterances / concat / LJ Speech against 14.6 / 14.0 / 5.4% uniform (normalising each
     layer's spectrum by its own energy: 15.9 / 15.8 / 8.5%). An experiment, not a default.
+    A sequence of ints gives each layer of every converted kind its rank explicitly (with
+    `compensate`, too); `rank`/`kv_reduction` then only labels the config.
 
     `compensate` (calibrated decoder self-attention, uniform ranks): convert the layers one
     after the other, each fitted to reproduce stock's keys and values from the inputs it
@@ -102,8 +104,12 @@ def convert_model(
     rest of the rank is a joint latent of the other key rows and the values. Same cache
     size as the plain latent of the same rank.
     """
-    if rank_allocation not in ("uniform", "spectrum"):
-        raise ValueError(f"rank_allocation must be 'uniform' or 'spectrum', got {rank_allocation!r}")
+    explicit: list[int] | None = None
+    if not isinstance(rank_allocation, str):
+        explicit = [int(x) for x in rank_allocation]
+        rank_allocation = "explicit"
+    elif rank_allocation not in ("uniform", "spectrum"):
+        raise ValueError(f"rank_allocation must be 'uniform', 'spectrum' or a list of ranks, got {rank_allocation!r}")
     if keep_key_dims and rank_allocation != "uniform":
         raise ValueError("kept key dimensions need uniform rank allocation")
     if key_selection not in KEY_SELECTIONS:
@@ -142,6 +148,14 @@ def convert_model(
                             "windows": int(calibration_features.shape[0])}
     if rank_allocation != "uniform":
         cfg.init_options["rank_allocation"] = rank_allocation
+
+    def ranks_for(kind: str, n_layers: int) -> list[int]:
+        if explicit is None:
+            return [r] * n_layers
+        if len(explicit) != n_layers or not all(1 <= x <= d for x in explicit):
+            raise ValueError(f"{kind}: {len(explicit)} ranks given for {n_layers} layers "
+                             f"(each must be 1..{d}): {explicit}")
+        return explicit
 
     def layer_factors(kind: str, i: int, attn, drift: Moments | None, rank: int):
         if not keep_key_dims:
@@ -191,12 +205,13 @@ def convert_model(
     compensated = False
     for kind in modules:
         slots = list(_slots(model, kind))
-        if sequences and kind == "decoder-self" and rank_allocation == "uniform":
+        wanted = ranks_for(kind, len(slots))
+        if sequences and kind == "decoder-self" and rank_allocation in ("uniform", "explicit"):
             tracker = DriftTracker(model, sequences)
             ranks = []
-            for i, layer, attr in slots:  # in order: each layer sees the converted ones before it
+            for (i, layer, attr), lr in zip(slots, wanted):  # in order: each sees the converted ones before it
                 drift = tracker.moments(i)
-                ranks.append(install(kind, i, layer, attr, layer_factors(kind, i, getattr(layer, attr), drift, r)))
+                ranks.append(install(kind, i, layer, attr, layer_factors(kind, i, getattr(layer, attr), drift, lr)))
                 tracker.advance(i)
             compensated = True
         else:
@@ -205,7 +220,8 @@ def convert_model(
                 layer_ranks = allocate_ranks([f.s for f in svds], r * len(slots), min_rank=max(1, r // 4))
                 lows = [svd.truncate(lr) for svd, lr in zip(svds, layer_ranks)]
             else:
-                lows = [layer_factors(kind, i, getattr(layer, attr), None, r) for i, layer, attr in slots]
+                lows = [layer_factors(kind, i, getattr(layer, attr), None, lr)
+                        for (i, layer, attr), lr in zip(slots, wanted)]
             ranks = [install(kind, i, layer, attr, low) for (i, layer, attr), low in zip(slots, lows)]
         cfg.ranks[kind] = ranks
     if compensated:
@@ -216,7 +232,7 @@ def convert_model(
         for _, layer, attr in _slots(model, "cross"):
             setattr(layer, attr, ExactCrossAttention.like(getattr(layer, attr)))
     if modules:
-        cfg.kv_reduction = round(reduction_for_rank(d, r), 6)
+        cfg.kv_reduction = round(reduction_for_rank(d, sum(explicit) / len(explicit) if explicit else r), 6)
     cfg.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     model.mla_config = cfg
     log.info("converted: %s", cfg.describe(d))

@@ -13,7 +13,7 @@ import torch
 
 from engine.mla import convert_model
 from engine.mla.calibrate import DriftTracker, ForcedSequence, Moments, collect_moments, features_for_files
-from engine.mla.decode import greedy_decode
+from engine.mla.decode import decode_prompt, greedy_decode
 from engine.mla.factorize import weighted_svd
 
 CLIP = "1089-134691-0000.flac"
@@ -119,3 +119,33 @@ def test_compensated_conversion_is_recorded_and_exact_at_full_rank(tiny, feats):
     out = greedy_decode(model, feats, keep_logits=True)
     assert out.tokens == reference.tokens
     assert max(float((a - b).abs().max()) for a, b in zip(out.step_logits, reference.step_logits)) < 1e-4
+
+
+def test_explicit_per_layer_ranks_go_through_the_compensated_fit(tiny, feats):
+    """rank_allocation=[...]: each layer gets its own rank, layer by layer; a full-rank layer stays exact."""
+    from engine.kv_cache import cache_bytes, new_cache
+
+    d, n = tiny.model.config.d_model, tiny.model.config.decoder_layers
+    ranks = [d] + [d // 4] * (n - 1)
+    model = copy.deepcopy(tiny.model)
+    cfg = convert_model(model, kv_reduction=0.75, calibration_features=feats, rank_allocation=ranks)
+    assert cfg.ranks["decoder-self"] == ranks and cfg.init_options["compensate"] is True
+    assert cfg.init_options["rank_allocation"] == "explicit"
+    assert cfg.kv_reduction == pytest.approx(1 - sum(ranks) / len(ranks) / (2 * d))
+    layers = model.model.decoder.layers
+    assert [layer.self_attn.kv_down.weight.shape[0] for layer in layers] == ranks
+    cache = new_cache()
+    ids = torch.tensor([decode_prompt(model) + [679, 714]])
+    enc = tiny.model.model.encoder(feats[:1]).last_hidden_state
+    with torch.inference_mode():
+        model.model.decoder(input_ids=ids, encoder_hidden_states=enc, cache=cache, use_cache=True)
+    assert cache_bytes(cache).self_attn == sum(ranks) * ids.shape[1] * 4  # float32 latents, read from the tensors
+    # layer 0 at full rank reproduces stock's self-attention on the same input
+    x = torch.randn(1, 5, d)
+    with torch.inference_mode():
+        stock_out = tiny.model.model.decoder.layers[0].self_attn(x)[0]
+        mla_out = layers[0].self_attn(x)[0]
+    assert torch.allclose(mla_out, stock_out, atol=1e-4)
+    with pytest.raises(ValueError, match="ranks given"):
+        convert_model(copy.deepcopy(tiny.model), kv_reduction=0.75, calibration_features=feats,
+                      rank_allocation=ranks[:-1])
