@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also train on the utterances of other LibriSpeech speakers (K speaker groups; see above)")
     ap.add_argument("--crops", type=int, default=None, help="random training crops (default: the recipe's)")
     ap.add_argument("--seed", type=int, default=None, help="crop plan and training order (default: the recipe's)")
+    ap.add_argument("--ema", type=float, default=None, help="judge and keep a moving average of the weights (decay)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--merge", nargs="+", default=None, help="print one table from these --json files")
     args = ap.parse_args(argv)
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     refs = [reference_text(p) for p in utts]
     minutes = [float(m) for m in args.minutes.split(",")]
     over = {k: v for k, v in {"lr": args.lr, "trainable": args.trainable, "augment": args.augment,
-                              "crops": args.crops, "seed": args.seed}.items()
+                              "crops": args.crops, "seed": args.seed, "ema": args.ema}.items()
             if v is not None}
     options = FinetuneOptions(**over)
     work = Path(args.work)

@@ -1,7 +1,8 @@
 """Training checkpoints: everything a resumed run needs, safetensors + JSON, replaced atomically.
 
 A checkpoint folder holds the trainable weights now (`weights.safetensors`), the best
-weights seen on the held-out windows (`best.safetensors`), AdamW's moments
+weights seen on the held-out windows (`best.safetensors`), their running average when the
+run keeps one (`ema.safetensors`), AdamW's moments
 (`optimizer.safetensors`) and `state.json` (step, training seconds, best metric, eval
 history, a fingerprint of the run's settings and data). It is written into a temporary
 folder and swapped in with renames, so a crash at any moment leaves the previous complete
@@ -46,7 +47,8 @@ def _flat_optimizer(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> 
 
 
 def save_checkpoint(folder: str | Path, params: dict[str, torch.nn.Parameter], best: dict[str, torch.Tensor],
-                    optimizer: torch.optim.Optimizer, state: TrainState) -> Path:
+                    optimizer: torch.optim.Optimizer, state: TrainState,
+                    ema: dict[str, torch.Tensor] | None = None) -> Path:
     """Write `folder/checkpoint` atomically; returns its path."""
     from safetensors.torch import save_file
 
@@ -57,6 +59,8 @@ def save_checkpoint(folder: str | Path, params: dict[str, torch.nn.Parameter], b
     try:
         save_file({n: p.detach().cpu().contiguous() for n, p in params.items()}, str(tmp / "weights.safetensors"))
         save_file({n: t.detach().cpu().contiguous() for n, t in best.items()}, str(tmp / "best.safetensors"))
+        if ema is not None:
+            save_file({n: t.detach().cpu().contiguous() for n, t in ema.items()}, str(tmp / "ema.safetensors"))
         names = {id(p): n for n, p in params.items()}
         save_file(_flat_optimizer(optimizer, names), str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps({"format": FORMAT, **state.__dict__}, indent=1), encoding="utf-8")
@@ -81,9 +85,10 @@ def find_checkpoint(folder: str | Path) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, params: dict[str, torch.nn.Parameter],
-                    optimizer: torch.optim.Optimizer) -> tuple[TrainState, dict[str, torch.Tensor]]:
-    """Restore weights and optimizer moments in place; returns the state and the best weights."""
+def load_checkpoint(path: Path, params: dict[str, torch.nn.Parameter], optimizer: torch.optim.Optimizer
+                    ) -> tuple[TrainState, dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """Restore weights and optimizer moments in place; returns the state, the best weights and the
+    weight average (None when the run kept none)."""
     from safetensors.torch import load_file
 
     meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
@@ -98,9 +103,12 @@ def load_checkpoint(path: Path, params: dict[str, torch.nn.Parameter],
         for n, p in params.items():
             p.copy_(weights[n].to(p.device, p.dtype))
     best = {n: t.to(params[n].device) for n, t in load_file(str(path / "best.safetensors")).items()}
+    ema = None
+    if (path / "ema.safetensors").is_file():
+        ema = {n: t.to(params[n].device) for n, t in load_file(str(path / "ema.safetensors")).items()}
     flat = load_file(str(path / "optimizer.safetensors"))
     for n, p in params.items():
         st = {k.split("::", 1)[0]: v.to(p.device) for k, v in flat.items() if k.split("::", 1)[1] == n}
         if st:
             optimizer.state[p] = st
-    return state, best
+    return state, best, ema

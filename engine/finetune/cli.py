@@ -39,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crops", type=int, default=None, help="random training crops cut from the audio")
     p.add_argument("--augment", type=float, default=None, help="share of crops perturbed (speed/noise/gain)")
     p.add_argument("--attention-weight", type=float, default=None, help="weight of layer-wise attention matching")
+    p.add_argument("--ema", type=float, default=None,
+                   help="keep and judge a moving average of the weights with this decay (e.g. 0.98; 0: off)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     over = {k: v for k, v in {"lr": args.lr, "crops": args.crops, "augment": args.augment,
-                              "attention_weight": args.attention_weight,
+                              "attention_weight": args.attention_weight, "ema": args.ema,
                               "checkpoint_every": args.checkpoint_every}.items() if v is not None}
     try:
         opt = dataclasses.replace(FinetuneOptions(), steps=args.steps, minutes=args.minutes, trainable=args.trainable,

@@ -13,6 +13,7 @@ reused: a step is one decoder forward and backward on a few crops' teacher-force
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -75,6 +76,7 @@ class FinetuneOptions:
     teacher_cache: str | None = None  # default: <model cache>/finetune-teacher
     cross_kv_cache_mb: float | None = None  # per-crop cross K/V kept in memory; None: a quarter of free memory
     snapshot_minutes: tuple[float, ...] = ()  # also write the best-so-far model at these training minutes
+    ema: float = 0.0  # > 0: evaluate and keep an exponential moving average of the weights (e.g. 0.98)
 
     def __post_init__(self) -> None:
         if self.trainable not in TRAINABLE:
@@ -83,6 +85,8 @@ class FinetuneOptions:
             raise ValueError("steps must be >= 0")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError("minutes must be > 0")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError("ema must be in [0, 1) (0: no weight average)")
 
 
 @dataclass(frozen=True)
@@ -540,6 +544,7 @@ def _train(run: _Run, cfg, student_dir: Path, out_dir: Path, ckpt_dir: Path, met
                                    {"params": no_decay, "weight_decay": 0.0}], lr=opt.lr)
     state = TrainState(fingerprint=fingerprint)
     best = {n: p.detach().clone() for n, p in params.items()}
+    ema = {n: p.detach().clone() for n, p in params.items()} if opt.ema else None
     initial: dict = {}
     if resume:
         found = find_checkpoint(ckpt_dir)
@@ -552,7 +557,9 @@ def _train(run: _Run, cfg, student_dir: Path, out_dir: Path, ckpt_dir: Path, met
             if saved.get("fingerprint") != fingerprint:
                 raise ValueError(f"{found}: checkpoint of a different run (model, data or options changed); "
                                  f"remove it or start without --resume")
-            state, best = load_checkpoint(found, params, optimizer)
+            state, best, saved_ema = load_checkpoint(found, params, optimizer)
+            if ema is not None:
+                ema = saved_ema or {n: p.detach().clone() for n, p in params.items()}
             initial = state.evals[0] if state.evals else {}
             log.info("resumed at step %d (%.0f s trained)", state.step, state.train_seconds)
     total = opt.steps
@@ -579,6 +586,10 @@ def _train(run: _Run, cfg, student_dir: Path, out_dir: Path, ckpt_dir: Path, met
                                   None if not ev else ev.get("agreement"), state.train_seconds, eta))
 
     def do_eval() -> None:
+        with _weights_swapped(params, ema):  # with a weight average, that is what is judged and kept
+            _judge()
+
+    def _judge() -> None:
         ev = run.evaluate()
         if not ev:
             return
@@ -647,6 +658,8 @@ def _train(run: _Run, cfg, student_dir: Path, out_dir: Path, ckpt_dir: Path, met
             else:
                 optimizer.step()
             state.step += 1
+            if ema is not None:
+                _update_average(ema, params, min(opt.ema, (1 + state.step) / (10 + state.step)))
             last_loss = sum(losses)
             if not math.isfinite(last_loss):
                 raise FloatingPointError(f"loss became {last_loss} at step {state.step}; lower the learning rate")
@@ -657,7 +670,7 @@ def _train(run: _Run, cfg, student_dir: Path, out_dir: Path, ckpt_dir: Path, met
             if run.held and (state.step % opt.eval_every == 0 or snap_due):
                 do_eval()
             if state.step % opt.checkpoint_every == 0:
-                save_checkpoint(ckpt_dir, params, best, optimizer, state)
+                save_checkpoint(ckpt_dir, params, best, optimizer, state, ema)
             state.train_seconds += time.perf_counter() - t0
             while pending_snaps and state.train_seconds >= pending_snaps[0] * 60:
                 m = pending_snaps.pop(0)
@@ -668,9 +681,9 @@ def _train(run: _Run, cfg, student_dir: Path, out_dir: Path, ckpt_dir: Path, met
         stopped, interrupted = "cancelled", e
     if run.held and state.evals and state.evals[-1]["step"] != state.step and stopped != "cancelled":
         do_eval()
-    save_checkpoint(ckpt_dir, params, best, optimizer, state)
-    if not run.held:  # nothing to select on: the final weights are the result
-        best = {n: p.detach().clone() for n, p in params.items()}
+    save_checkpoint(ckpt_dir, params, best, optimizer, state, ema)
+    if not run.held:  # nothing to select on: the final weights (or their average) are the result
+        best = {n: (ema[n] if ema is not None else p).detach().clone() for n, p in params.items()}
     if state.step == 0 and stopped != "cancelled":
         stopped = "no-training"
     out = write_output(out_dir)
@@ -682,6 +695,31 @@ def _train(run: _Run, cfg, student_dir: Path, out_dir: Path, ckpt_dir: Path, met
     if interrupted is not None:
         raise interrupted
     return result
+
+
+def _update_average(ema: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], beta: float) -> None:
+    """ema <- beta * ema + (1 - beta) * weights (beta ramps up over the first steps, as in Polyak averaging)."""
+    with torch.no_grad():
+        for n, p in params.items():
+            ema[n].lerp_(p.detach(), 1.0 - beta)
+
+
+@contextlib.contextmanager
+def _weights_swapped(params: dict[str, torch.nn.Parameter], ema: dict[str, torch.Tensor] | None):
+    """The averaged weights in the model for the block (nothing changes without an average)."""
+    if ema is None:
+        yield
+        return
+    live = {n: p.detach().clone() for n, p in params.items()}
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(ema[n])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(live[n])
 
 
 def _write_model(run: _Run, cfg, best: dict[str, torch.Tensor], target: Path, student_dir: Path, method: str,

@@ -214,3 +214,36 @@ def test_bounded_cross_kv_cache_trains_identically(mla_dir, data_dir, opts, tmp_
     assert res.steps == full_run.steps
     a, b = load_mla_model(res.out_dir)[0].state_dict(), load_mla_model(full_run.out_dir)[0].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_weight_average_is_kept_resumed_and_written(mla_dir, data_dir, opts, tmp_path, full_run):
+    """--ema: the averaged weights, not the last step's, become the model; a resumed run keeps averaging."""
+    from safetensors.torch import load_file
+
+    averaged = dataclasses.replace(opts, ema=0.5)
+    clip = [data_dir / CLIP]
+    full = distill(mla_dir, clip, tmp_path / "full", averaged)
+    ema = load_file(str(full.checkpoint_dir / "ema.safetensors"))
+    live = _weights(full.checkpoint_dir)
+    assert ema.keys() == live.keys()
+    assert torch.equal(live[next(iter(live))], _weights(full_run.checkpoint_dir)[next(iter(live))])  # same steps
+    moved = [k for k in ema if not torch.equal(ema[k], live[k])]
+    assert moved, "the average should trail the last step's weights"
+    # nothing held out: the written model is the average
+    model = load_mla_model(full.out_dir)[0]
+    state = model.state_dict()
+    assert all(torch.equal(state[k], ema[k]) for k in ema)
+    assert full.training["options"]["ema"] == 0.5
+
+    token = CancelToken()
+
+    def cancel_at_2(p):
+        if p.phase == "train" and p.step == 2:
+            token.cancel()
+
+    distill(mla_dir, clip, tmp_path / "part", averaged, progress=cancel_at_2, cancel=token)
+    resumed = distill(mla_dir, clip, tmp_path / "part", averaged, resume=True)
+    again = load_file(str(resumed.checkpoint_dir / "ema.safetensors"))
+    assert all(torch.equal(again[k], ema[k]) for k in ema)
+    with pytest.raises(ValueError, match="ema"):
+        FinetuneOptions(ema=1.0)
