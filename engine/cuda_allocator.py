@@ -26,23 +26,48 @@ SETTING = "expandable_segments:True"
 ENV_NAMES = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 
 
+def _current_settings(torch) -> str | None:
+    """The allocator settings in force (reading them makes PyTorch parse the environment), or None
+    where this torch cannot say."""
+    getter = getattr(torch._C, "_accelerator_getAllocatorSettings", None)
+    if getter is None:
+        return None
+    try:
+        return str(getter()).replace(" ", "")
+    except Exception as e:  # noqa: BLE001 - a private hook; without it we trust the environment
+        log.debug("allocator settings unreadable: %s", e)
+        return None
+
+
+def _switch(torch) -> None:
+    """Change the settings of an allocator that has already read them (new segments follow)."""
+    setter = getattr(torch._C, "_accelerator_setAllocatorSettings", None)
+    if setter is None:  # older torch: the same switch under its earlier name
+        setter = torch.cuda.memory._set_allocator_settings
+    setter(SETTING)
+
+
 def prefer_expandable_segments() -> str:
     """Turn expandable segments on where possible; returns what was done (for logs and tests)."""
     if not sys.platform.startswith("linux"):
         return "not offered on this platform"
     for name in ENV_NAMES:
-        if os.environ.get(name):
+        if os.environ.get(name) and os.environ[name] != SETTING:  # the user's own choice (ours is SETTING)
             return f"left to {name}={os.environ[name]}"
     import torch
 
-    if not torch.cuda.is_initialized():
-        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = SETTING
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = SETTING  # read when the allocator first needs its settings
+    current = _current_settings(torch)
+    if current is None and not torch.cuda.is_initialized():
         log.info("CUDA allocator: expandable segments (the growing KV cache would fragment fixed segments)")
         return "set for this process"
-    try:  # CUDA already up (another library used it first): PyTorch can still switch it
-        torch.cuda.memory._set_allocator_settings(SETTING)
+    if current is not None and SETTING in current:
+        log.info("CUDA allocator: expandable segments (the growing KV cache would fragment fixed segments)")
+        return "set for this process"
+    try:  # the allocator had read its settings before: switch them at runtime
+        _switch(torch)
     except Exception as e:  # noqa: BLE001 - a missing or changed private hook costs memory, never a run
-        log.debug("could not enable expandable segments after CUDA start: %s", e)
-        return f"CUDA already started ({e})"
-    log.info("CUDA allocator: expandable segments (switched after CUDA start)")
-    return "switched after CUDA start"
+        log.debug("could not enable expandable segments after the allocator started: %s", e)
+        return f"allocator already configured ({e})"
+    log.info("CUDA allocator: expandable segments (switched at runtime)")
+    return "switched at runtime"

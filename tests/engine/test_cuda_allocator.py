@@ -18,10 +18,56 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
-def test_sets_expandable_segments_before_cuda_starts(clean_env):
+def test_sets_expandable_segments_in_a_fresh_process():
+    """Real torch, no patching: the setting is in force afterwards (torch parses it lazily)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k not in cuda_allocator.ENV_NAMES}
+    code = ("import torch; from engine.cuda_allocator import prefer_expandable_segments as p; r = p(); "
+            "g = getattr(torch._C, '_accelerator_getAllocatorSettings', None); "
+            "print(r, '|', g() if g else 'expandable_segments:True')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    result, settings = (x.strip() for x in out.stdout.strip().rsplit("|", 1))
+    if sys.platform.startswith("linux"):
+        assert result == "set for this process" and "expandable_segments:True" in settings.replace(" ", "")
+    else:
+        assert result == "not offered on this platform"
+
+
+def test_reads_back_and_switches_when_the_allocator_had_its_settings(clean_env):
+    state = {"settings": "", "calls": []}
+    clean_env.setattr(torch._C, "_accelerator_getAllocatorSettings", lambda: state["settings"], raising=False)
+    clean_env.setattr(torch._C, "_accelerator_setAllocatorSettings", state["calls"].append, raising=False)
+    assert cuda_allocator.prefer_expandable_segments() == "switched at runtime"
+    assert state["calls"] == ["expandable_segments:True"]
+    state["settings"] = "expandable_segments: True"  # parsed from the environment the call set
+    assert cuda_allocator.prefer_expandable_segments() == "set for this process"
+    assert state["calls"] == ["expandable_segments:True"]  # nothing switched the second time
+
+    def refuse(_):
+        raise RuntimeError("not supported")
+
+    state["settings"] = ""
+    clean_env.setattr(torch._C, "_accelerator_setAllocatorSettings", refuse, raising=False)
+    assert cuda_allocator.prefer_expandable_segments() == "allocator already configured (not supported)"
+
+
+def test_without_the_settings_query_it_trusts_the_environment_until_cuda_starts(clean_env):
+    clean_env.delattr(torch._C, "_accelerator_getAllocatorSettings", raising=False)
     clean_env.setattr(torch.cuda, "is_initialized", lambda: False)
     assert cuda_allocator.prefer_expandable_segments() == "set for this process"
     assert cuda_allocator.os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    calls = []
+    clean_env.setattr(torch.cuda, "is_initialized", lambda: True)
+    clean_env.delattr(torch._C, "_accelerator_setAllocatorSettings", raising=False)
+    clean_env.setattr(torch.cuda.memory, "_set_allocator_settings", calls.append, raising=False)
+    assert cuda_allocator.prefer_expandable_segments() == "switched at runtime"  # the older name
+    assert calls == ["expandable_segments:True"]
 
 
 @pytest.mark.parametrize("name", cuda_allocator.ENV_NAMES)
@@ -36,21 +82,6 @@ def test_a_users_own_setting_is_kept(clean_env, name):
 def test_not_on_windows(clean_env):
     clean_env.setattr(cuda_allocator.sys, "platform", "win32")
     assert cuda_allocator.prefer_expandable_segments() == "not offered on this platform"
-    assert "PYTORCH_CUDA_ALLOC_CONF" not in cuda_allocator.os.environ
-
-
-def test_after_cuda_start_switches_through_torch_or_gives_up_quietly(clean_env):
-    calls = []
-    clean_env.setattr(torch.cuda, "is_initialized", lambda: True)
-    clean_env.setattr(torch.cuda.memory, "_set_allocator_settings", calls.append, raising=False)
-    assert cuda_allocator.prefer_expandable_segments() == "switched after CUDA start"
-    assert calls == ["expandable_segments:True"]
-
-    def refuse(_):
-        raise RuntimeError("not supported")
-
-    clean_env.setattr(torch.cuda.memory, "_set_allocator_settings", refuse, raising=False)
-    assert cuda_allocator.prefer_expandable_segments() == "CUDA already started (not supported)"
     assert "PYTORCH_CUDA_ALLOC_CONF" not in cuda_allocator.os.environ
 
 
