@@ -58,10 +58,8 @@ def prefer_expandable_segments() -> str:
 
     os.environ["PYTORCH_CUDA_ALLOC_CONF"] = SETTING  # read when the allocator first needs its settings
     current = _current_settings(torch)
-    if current is None and not torch.cuda.is_initialized():
-        log.info("CUDA allocator: expandable segments (the growing KV cache would fragment fixed segments)")
-        return "set for this process"
-    if current is not None and SETTING in current:
+    in_force = SETTING in current if current is not None else not torch.cuda.is_initialized()
+    if in_force:
         log.info("CUDA allocator: expandable segments (the growing KV cache would fragment fixed segments)")
         return "set for this process"
     try:  # the allocator had read its settings before: switch them at runtime

@@ -92,7 +92,7 @@ def convert_model(
     utterances / concat / LJ Speech against 14.6 / 14.0 / 5.4% uniform (normalising each
     layer's spectrum by its own energy: 15.9 / 15.8 / 8.5%). An experiment, not a default.
     A sequence of ints gives each layer of every converted kind its rank explicitly (with
-    `compensate`, too); `rank`/`kv_reduction` then only labels the config.
+    `compensate`, too); the config then records the reduction of their mean rank.
 
     `compensate` (calibrated decoder self-attention, uniform ranks): convert the layers one
     after the other, each fitted to reproduce stock's keys and values from the inputs it
@@ -125,6 +125,8 @@ def convert_model(
     if getattr(model, "mla_config", None) is not None:
         raise ValueError("model is already converted")
     d = model.config.d_model
+    if explicit is not None and rank is None and kv_reduction is None:
+        rank = max(1, round(sum(explicit) / max(1, len(explicit))))  # the warning thresholds below use it
     r = _resolve_rank(d, rank, kv_reduction) if modules else 0
 
     moments: Moments | None = None

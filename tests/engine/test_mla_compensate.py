@@ -146,6 +146,8 @@ def test_explicit_per_layer_ranks_go_through_the_compensated_fit(tiny, feats):
         stock_out = tiny.model.model.decoder.layers[0].self_attn(x)[0]
         mla_out = layers[0].self_attn(x)[0]
     assert torch.allclose(mla_out, stock_out, atol=1e-4)
+    alone = convert_model(copy.deepcopy(tiny.model), calibration_features=feats, rank_allocation=ranks)
+    assert alone.ranks == cfg.ranks and alone.kv_reduction == cfg.kv_reduction  # no rank or reduction needed
     with pytest.raises(ValueError, match="ranks given"):
         convert_model(copy.deepcopy(tiny.model), kv_reduction=0.75, calibration_features=feats,
                       rank_allocation=ranks[:-1])
