@@ -101,12 +101,16 @@ def pool_folds(red: float, folds: list[dict], index: list[list[int]], refs: list
             "rows": rows, "folds": folds}
 
 
+LAYER_RANKS: list[int] | None = None  # --layer-ranks: each decoder layer's rank instead of the uniform one
+
+
 def run_reduction(red: float, minutes: list[float], train: list[Path], utts: list[Path], refs: list[str],
                   work: Path, options: FinetuneOptions, stock_texts: list[str], tag: str = "") -> dict:
     tag = tag or f"mla{red * 100:g}"
     loaded = resolve_model(None, device="cpu", dtype=torch.float32)
     t0 = time.perf_counter()
-    cfg = convert_model(loaded.model, kv_reduction=red, calibration_audio=train, source="tiny.en")
+    cfg = convert_model(loaded.model, kv_reduction=red, calibration_audio=train, source="tiny.en",
+                        rank_allocation=LAYER_RANKS or "uniform")
     convert_s = time.perf_counter() - t0
     student = save_mla_model(loaded.model, cfg, work / tag, tokenizer=loaded.tokenizer,
                              extra_files_from=loaded.folder, dtype=torch.float16)
@@ -184,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crops", type=int, default=None, help="random training crops (default: the recipe's)")
     ap.add_argument("--seed", type=int, default=None, help="crop plan and training order (default: the recipe's)")
     ap.add_argument("--ema", type=float, default=None, help="judge and keep a moving average of the weights (decay)")
+    ap.add_argument("--layer-ranks", default=None, help="e.g. 160/48/48/128: each decoder layer's rank "
+                    "(one reduction only; it then labels the run)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--merge", nargs="+", default=None, help="print one table from these --json files")
     args = ap.parse_args(argv)
@@ -208,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                               "crops": args.crops, "seed": args.seed, "ema": args.ema}.items()
             if v is not None}
     options = FinetuneOptions(**over)
+    global LAYER_RANKS
+    LAYER_RANKS = [int(x) for x in args.layer_ranks.split("/")] if args.layer_ranks else None
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     stock_wer, stock_s, stock_texts = evaluate(None, utts, refs)

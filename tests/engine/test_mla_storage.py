@@ -125,6 +125,27 @@ def test_cli_convert_paper_layout_without_compensation(tmp_path):
     assert int((attn.v_up.weight[:, -24:] == 0).all()) == 1  # 6 heads x 4 kept key dims: no value part
 
 
+def test_cli_convert_with_layer_ranks(tmp_path):
+    """--layer-ranks: each decoder layer its own latent, recorded and loaded as such."""
+    from engine.mla import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    out = tmp_path / "ranks875"
+    args = parser.parse_args(["convert", "--layer-ranks", "160,48,48,128", "--init", "svd", "--out", str(out)])
+    assert args.func(args) == 0
+    meta = json.loads((out / "mla_config.json").read_text())
+    assert meta["ranks"]["decoder-self"] == [160, 48, 48, 128] and meta["kv_reduction"] == 0.875
+    model, _ = load_mla_model(out)
+    assert [layer.self_attn.rank for layer in model.model.decoder.layers] == [160, 48, 48, 128]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["convert", "--layer-ranks", "160,x", "--out", "x"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["convert", "--layer-ranks", "160,48", "--rank", "8", "--out", "x"])
+    wrong = parser.parse_args(["convert", "--layer-ranks", "160,48", "--init", "svd", "--out", str(tmp_path / "w")])
+    assert wrong.func(wrong) == 2  # two ranks for four layers: refused with a message
+
+
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     from engine.mla import cli
 

@@ -2,10 +2,11 @@
 
 For each rank of a grid, convert (calibrated, layers fitted independently) and put one converted
 layer at a time into stock; KL(stock || that model) over the teacher-forced calibration sequences.
-Then the allocation of the same total rank (4 x 192) with the least summed KL. Its WER is measured
+Then the allocation of the same total rank (4 x the uniform rank) with the least summed KL. Its WER is measured
 with `bench/bench_conversion.py 0.75,ranks=A/B/C/D` (rank-sensitivity-eval.*).
 
-    python docs/measurements/conversion-2026-11-26/rank_sensitivity.py sample|ljjfk
+    python docs/measurements/conversion-2026-11-26/rank_sensitivity.py sample|ljjfk [REDUCTION [GRID]]
+    (defaults 0.75 and 96,128,...,320; e.g. ljjfk 0.875 48,64,80,96,128,160,192)
 """
 import copy, itertools, sys, json
 from pathlib import Path
@@ -42,7 +43,10 @@ def kl(model):
         num += w * float(k.sum()); den += w * k.numel()
     return num / den
 
-grid = [96, 128, 160, 192, 224, 256, 288, 320]
+reduction = float(sys.argv[2]) if len(sys.argv) > 2 else 0.75
+grid = [int(x) for x in sys.argv[3].split(",")] if len(sys.argv) > 3 else [96, 128, 160, 192, 224, 256, 288, 320]
+d = stock.model.config.d_model
+uniform = round((1 - reduction) * 2 * d)
 L = len(stock.model.model.decoder.layers)
 table = {}
 for r in grid:
@@ -53,6 +57,6 @@ for r in grid:
         v.model.decoder.layers[i].self_attn = m.model.decoder.layers[i].self_attn
         table[(i, r)] = kl(v)
     print(r, [round(table[(i, r)], 5) for i in range(L)], "all layers", round(kl(m), 5), flush=True)
-best = min((c for c in itertools.product(grid, repeat=L) if sum(c) == 192 * L), key=lambda c: sum(table[(i, r)] for i, r in enumerate(c)))
-print("uniform sum", sum(table[(i, 192)] for i in range(L)), "best", best, sum(table[(i, r)] for i, r in enumerate(best)))
-json.dump({"grid": grid, "table": {f"{i},{r}": v for (i, r), v in table.items()}, "best": best}, open(Path(__file__).with_name(f"rank-sensitivity-kl-{which}.json"), "w"))
+best = min((c for c in itertools.product(grid, repeat=L) if sum(c) == uniform * L), key=lambda c: sum(table[(i, r)] for i, r in enumerate(c)))
+print("uniform sum", sum(table[(i, uniform)] for i in range(L)), "best", best, sum(table[(i, r)] for i, r in enumerate(best)))
+json.dump({"grid": grid, "table": {f"{i},{r}": v for (i, r), v in table.items()}, "best": best}, open(Path(__file__).with_name(f"rank-sensitivity-kl-{which}{'' if reduction == 0.75 else f'-{reduction}'}.json"), "w"))
