@@ -30,13 +30,14 @@ from common import (LONGFORM_FILES, format_table, librispeech_utterances, machin
 import torch  # noqa: E402  (after common, which puts the repo on sys.path)
 
 from engine.mla import convert_model  # noqa: E402
+from engine.mla.cli import parse_ranks  # noqa: E402
 from engine.model_sources import resolve_model  # noqa: E402
 from engine.transcribe import Transcriber, TranscribeOptions  # noqa: E402
 
 JFK = "jfk_inaugural_excerpt.flac"
 KEYS = {"init": str, "cal": str, "compensate": lambda v: v not in ("0", "false", "no"), "keep": int, "select": str,
         "kscale": lambda v: v if v == "auto" else float(v), "eps": float,
-        "ranks": lambda v: [int(x) for x in v.split("/")]}
+        "ranks": parse_ranks}
 
 
 def parse_variant(text: str) -> dict:

@@ -38,6 +38,7 @@ from common import (BENCH_DIR, format_table, librispeech_utterances, machine_des
 import torch  # noqa: E402  (after common, which puts the repo on sys.path)
 
 from engine.finetune import FinetuneOptions, distill  # noqa: E402
+from engine.mla.cli import parse_ranks  # noqa: E402
 from engine.mla.convert import convert_model  # noqa: E402
 from engine.mla.storage import save_mla_model  # noqa: E402
 from engine.model_sources import resolve_model  # noqa: E402
@@ -101,16 +102,14 @@ def pool_folds(red: float, folds: list[dict], index: list[list[int]], refs: list
             "rows": rows, "folds": folds}
 
 
-LAYER_RANKS: list[int] | None = None  # --layer-ranks: each decoder layer's rank instead of the uniform one
-
-
 def run_reduction(red: float, minutes: list[float], train: list[Path], utts: list[Path], refs: list[str],
-                  work: Path, options: FinetuneOptions, stock_texts: list[str], tag: str = "") -> dict:
+                  work: Path, options: FinetuneOptions, stock_texts: list[str], tag: str = "",
+                  layer_ranks: list[int] | None = None) -> dict:
     tag = tag or f"mla{red * 100:g}"
     loaded = resolve_model(None, device="cpu", dtype=torch.float32)
     t0 = time.perf_counter()
     cfg = convert_model(loaded.model, kv_reduction=red, calibration_audio=train, source="tiny.en",
-                        rank_allocation=LAYER_RANKS or "uniform")
+                        rank_allocation=layer_ranks or "uniform")
     convert_s = time.perf_counter() - t0
     student = save_mla_model(loaded.model, cfg, work / tag, tokenizer=loaded.tokenizer,
                              extra_files_from=loaded.folder, dtype=torch.float16)
@@ -214,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                               "crops": args.crops, "seed": args.seed, "ema": args.ema}.items()
             if v is not None}
     options = FinetuneOptions(**over)
-    global LAYER_RANKS
-    LAYER_RANKS = [int(x) for x in args.layer_ranks.split("/")] if args.layer_ranks else None
+    layer_ranks = parse_ranks(args.layer_ranks) if args.layer_ranks else None
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     stock_wer, stock_s, stock_texts = evaluate(None, utts, refs)
@@ -231,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         payload["speaker_folds"] = [sorted({speaker(utts[i]) for i in idx}) for idx in index]
     for red in (float(r) for r in args.reductions.split(",")):
         if not index:
-            payload["reductions"].append(run_reduction(red, minutes, train, utts, refs, work, options, stock_texts))
+            payload["reductions"].append(run_reduction(red, minutes, train, utts, refs, work, options, stock_texts,
+                                                            layer_ranks=layer_ranks))
         else:
             folds = []
             for k, idx in enumerate(index):
@@ -241,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"training on {len(others)} other utterances + {' + '.join(TRAIN_FILES)}")
                 folds.append(run_reduction(red, minutes, train + others, [utts[i] for i in idx], [refs[i] for i in idx],
                                            work, options, [stock_texts[i] for i in idx],
-                                           tag=f"mla{red * 100:g}-fold{k + 1}"))
+                                           tag=f"mla{red * 100:g}-fold{k + 1}", layer_ranks=layer_ranks))
             payload["reductions"].append(pool_folds(red, folds, index, refs, stock_texts))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ def _modules(text: str) -> tuple[str, ...]:
     return kinds
 
 
-def _ranks(text: str) -> list[int]:
+def parse_ranks(text: str) -> list[int]:
+    """Per-layer ranks from "160,48,48,128" (or with /), for --layer-ranks and the benchmarks."""
     try:
         ranks = [int(x) for x in text.replace("/", ",").split(",") if x.strip()]
     except ValueError:
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     size.add_argument("--kv-reduction", type=float, default=None,
                       help="fraction of the KV cache removed: 0.75 -> rank d/2, 0.875 -> rank d/4")
     size.add_argument("--rank", type=int, default=None, help="latent rank r per token and layer")
-    size.add_argument("--layer-ranks", type=_ranks, default=None, metavar="R1,R2,...",
+    size.add_argument("--layer-ranks", type=parse_ranks, default=None, metavar="R1,R2,...",
                       help="each decoder layer's rank (e.g. 160,48,48,128: tiny.en at 87.5%%, chosen by "
                            "measured sensitivity; README)")
     p.add_argument("--modules", type=_modules, default=("decoder-self",),
