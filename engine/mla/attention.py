@@ -32,6 +32,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.whisper.modeling_whisper import WhisperAttention, eager_attention_forward
 
 from engine.mla.cache_slots import cached_latent, select_cache, store_latent
+from engine.mla.heads import per_head_matmul
 from engine.mla.masking import masked_softmax
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ class _Absorbed:
 
     key: tuple
     fused: bool
-    q_weight: torch.Tensor  # fused: (h*r, d) incl. scaling; factored: W_uk per head (h, d_h, r)
+    q_weight: torch.Tensor  # fused: (h*r, d); factored: W_uk per head (h, d_h, r); both incl. scaling
     q_bias: torch.Tensor | None  # fused only: (h*r,)
     o_weight: torch.Tensor  # fused: (d, h*r) = W_o W_uv per head; factored: W_uv^T per head (h, r, d_h)
-    o_bias: torch.Tensor | None  # fused only: W_o b_v + b_o
+    o_bias: torch.Tensor  # W_o b_v + b_o (the value bias passes through the output projection)
 
 
 def _version(t: torch.Tensor) -> int:
@@ -109,6 +110,17 @@ class MLAAttention(WhisperAttention):
             mod.out_proj.load_state_dict(attn.out_proj.state_dict())
         return mod
 
+    @classmethod
+    def from_factors(cls, attn: WhisperAttention, low) -> "MLAAttention":
+        """An MLA module replacing stock `attn` with the factors `low` (`LowRankKV`: down, k_up, v_up)."""
+        mla = cls.like(attn, low.rank)
+        with torch.no_grad():
+            mla.kv_down.weight.copy_(low.down)
+            mla.k_up.weight.copy_(low.k_up)
+            mla.v_up.weight.copy_(low.v_up)
+            mla.v_up.bias.copy_(attn.v_proj.bias)
+        return mla
+
     def extra_repr(self) -> str:
         return f"d={self.embed_dim}, heads={self.num_heads}, rank={self.rank}, causal={self.is_causal}"
 
@@ -156,9 +168,9 @@ class MLAAttention(WhisperAttention):
         w = self.absorbed_weights()
         if w.fused:
             qa = nn.functional.linear(x, w.q_weight, w.q_bias).view(b, tq, h, r).transpose(1, 2)
-        else:
-            q = (self.q_proj(x) * self.scaling).view(b, tq, h, self.head_dim).transpose(1, 2)
-            qa = torch.matmul(q, w.q_weight)  # (b, h, tq, r)
+        else:  # per head, the batch folded into the rows (no per-row copy of the weights)
+            q = self.q_proj(x).view(b, tq, h, self.head_dim).transpose(1, 2)
+            qa = per_head_matmul(q, w.q_weight).transpose(0, 1)  # (b, h, tq, r)
         # every head attends over the same latent: one batched matmul with heads folded into rows
         scores = torch.bmm(qa.reshape(b, h * tq, r), latent.transpose(1, 2)).view(b, h, tq, -1)
         probs = masked_softmax(scores, attention_mask, self.is_causal and not is_cross)
@@ -166,8 +178,8 @@ class MLAAttention(WhisperAttention):
         if w.fused:
             out = nn.functional.linear(ctx.transpose(1, 2).reshape(b, tq, h * r), w.o_weight, w.o_bias)
         else:
-            heads = torch.matmul(ctx, w.o_weight).transpose(1, 2).reshape(b, tq, self.embed_dim)
-            out = self.out_proj(heads + self.v_up.bias)
+            heads = per_head_matmul(ctx, w.o_weight).permute(1, 2, 0, 3).reshape(b, tq, self.embed_dim)
+            out = nn.functional.linear(heads, self.out_proj.weight, w.o_bias)
         return out, (probs if output_attentions else None)
 
     # ------------------------------------------------------- absorbed weights
@@ -193,14 +205,14 @@ class MLAAttention(WhisperAttention):
         f32 = lambda t: t.detach().float()  # noqa: E731 - products in fp32, stored in the module dtype
         uk = f32(self.k_up.weight).view(h, dh, r)
         uv = f32(self.v_up.weight).view(h, dh, r)
+        o_bias = f32(self.out_proj.weight) @ f32(self.v_up.bias) + f32(self.out_proj.bias)
+        cast = lambda t: t.to(dtype).contiguous()  # noqa: E731
         if not fused:
-            return _Absorbed(key, False, uk.to(dtype).contiguous(), None, uv.transpose(1, 2).to(dtype).contiguous(), None)
+            return _Absorbed(key, False, cast(uk * self.scaling), None, cast(uv.transpose(1, 2)), cast(o_bias))
         wq = f32(self.q_proj.weight).view(h, dh, d)
         bq = f32(self.q_proj.bias).view(h, dh)
         q_weight = (torch.einsum("hdr,hde->hre", uk, wq) * self.scaling).reshape(h * r, d)
         q_bias = (torch.einsum("hdr,hd->hr", uk, bq) * self.scaling).reshape(h * r)
         wo = f32(self.out_proj.weight).view(d, h, dh)
         o_weight = torch.einsum("ehd,hdr->ehr", wo, uv).reshape(d, h * r)
-        o_bias = f32(self.out_proj.weight) @ f32(self.v_up.bias) + f32(self.out_proj.bias)
-        cast = lambda t: t.to(dtype).contiguous()  # noqa: E731
         return _Absorbed(key, True, cast(q_weight), cast(q_bias), cast(o_weight), cast(o_bias))

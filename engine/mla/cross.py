@@ -24,6 +24,7 @@ import logging
 import torch
 from transformers.models.whisper.modeling_whisper import WhisperAttention
 
+from engine.mla.heads import per_head_matmul
 from engine.mla.masking import masked_softmax
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,9 @@ class ExactCrossAttention(WhisperAttention):
     def attend(self, x: torch.Tensor, enc: torch.Tensor, attention_mask=None, output_attentions: bool = False):
         b, tq, d = x.shape
         h, dh = self.num_heads, self.head_dim
-        q = (self.q_proj(x) * self.scaling).view(b, tq, h, dh).transpose(1, 2)  # (b, h, tq, dh)
-        qa = torch.matmul(q, self.k_proj.weight.view(h, dh, d))  # (b, h, tq, d): W_k,h^T q_h
+        q = self.q_proj(x).view(b, tq, h, dh).transpose(1, 2)  # (b, h, tq, dh)
+        # W_k,h^T q_h, scaled, per head with the batch folded into the rows (weights read once)
+        qa = per_head_matmul(q, self.k_proj.weight.view(h, dh, d), alpha=self.scaling).transpose(0, 1)
         n = enc.shape[0]
         if n == b and b > 1 and enc.stride(0) == 0:  # an expanded view of one window
             enc, n = enc[:1], 1
@@ -74,8 +76,8 @@ class ExactCrossAttention(WhisperAttention):
         scores = torch.bmm(rows, enc.transpose(1, 2)).view(b, h, tq, -1)
         probs = masked_softmax(scores, attention_mask, is_causal=False)
         ctx = torch.bmm(probs.view(n, -1, probs.shape[-1]), enc).view(b, h, tq, d)
-        heads = torch.matmul(ctx, self._v_heads_t())  # (b, h, tq, dh)
-        out = self.out_proj(heads.transpose(1, 2).reshape(b, tq, d) + self._v_bias())
+        heads = per_head_matmul(ctx, self._v_heads_t()).permute(1, 2, 0, 3).reshape(b, tq, d)
+        out = self.out_proj(heads + self._v_bias())
         return out, (probs if output_attentions else None)
 
     def _v_heads_t(self) -> torch.Tensor:

@@ -257,3 +257,17 @@ def test_convert_rejects_bad_requests(stock):
     model = converted(stock, rank=8, init="svd")
     with pytest.raises(ValueError):
         convert_model(model, rank=8, init="svd")  # already converted
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_per_head_matmul_is_the_broadcast_product(batch):
+    """The absorbed paths' per-head product equals torch.matmul's broadcast, on the layouts they pass."""
+    from engine.mla.heads import per_head_matmul
+
+    g = torch.Generator().manual_seed(batch)
+    h, t, k, n = 4, 2, 8, 5
+    x = torch.randn(batch, t, h, k, generator=g).transpose(1, 2)  # (b, h, t, k) as a view, like q
+    w = torch.randn(h, n, k, generator=g).transpose(1, 2)  # (h, k, n) as a transposed view, like W_v^T
+    expected = torch.matmul(x, w)
+    assert torch.allclose(per_head_matmul(x, w).transpose(0, 1), expected, atol=1e-6)
+    assert torch.allclose(per_head_matmul(x, w, alpha=0.125).transpose(0, 1), 0.125 * expected, atol=1e-6)
