@@ -11,6 +11,7 @@ A variant is comma-separated: the KV reduction first, then any of
   keep=N (the paper's N exact key dimensions per head)   select=norm|uniform
   kscale=X|auto (key vs value error balance)   eps=X (second-moment regulariser)
   ranks=A/B/C/D (each decoder layer's rank; the reduction then only labels the variant)
+  ranks=auto (the reduction's total shared by measured sensitivity, `convert --layer-ranks auto`)
 
     python bench/bench_conversion.py [--threads 2] [--json out.json] 0.75 0.75,compensate=0 0.75,keep=4
 """

@@ -104,7 +104,7 @@ def pool_folds(red: float, folds: list[dict], index: list[list[int]], refs: list
 
 def run_reduction(red: float, minutes: list[float], train: list[Path], utts: list[Path], refs: list[str],
                   work: Path, options: FinetuneOptions, stock_texts: list[str], tag: str = "",
-                  layer_ranks: list[int] | None = None) -> dict:
+                  layer_ranks: list[int] | str | None = None) -> dict:
     tag = tag or f"mla{red * 100:g}"
     loaded = resolve_model(None, device="cpu", dtype=torch.float32)
     t0 = time.perf_counter()
@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="crop plan and training order (default: the recipe's)")
     ap.add_argument("--ema", type=float, default=None, help="judge and keep a moving average of the weights (decay)")
     ap.add_argument("--layer-ranks", default=None, help="e.g. 160/48/48/128: each decoder layer's rank "
-                    "(one reduction only; it then labels the run)")
+                    "(one reduction only; it then labels the run), or auto: the reduction's total shared by "
+                    "measured sensitivity on the training audio")
     ap.add_argument("--json", default=None)
     ap.add_argument("--merge", nargs="+", default=None, help="print one table from these --json files")
     args = ap.parse_args(argv)

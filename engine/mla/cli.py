@@ -1,6 +1,7 @@
 """`whisper-mla convert`: turn a Whisper model into a Whisper-MLA folder.
 
-    whisper-mla convert [--model SPEC] (--kv-reduction 0.75 | --rank R)
+    whisper-mla convert [--model SPEC] (--kv-reduction 0.75 | --rank R | --layer-ranks R1,R2,..)
+        [--layer-ranks auto]
         [--modules decoder-self[,cross,encoder-self] | none] [--init svd|calibrated]
         [--calibrate AUDIO ...] [--no-compensate] [--keep-key-dims N [--key-selection norm|uniform]]
         [--exact-cross] [--device cpu|cuda|auto]
@@ -28,8 +29,15 @@ def _modules(text: str) -> tuple[str, ...]:
     return kinds
 
 
-def parse_ranks(text: str) -> list[int]:
-    """Per-layer ranks from "160,48,48,128" (or with /), for --layer-ranks and the benchmarks."""
+def parse_ranks(text: str) -> list[int] | str:
+    """Per-layer ranks from "160,48,48,128" (or with /), "auto" -> "sensitivity" (measured split) or "uniform".
+
+    For --layer-ranks and the benchmarks; the result is `convert_model`'s `rank_allocation`.
+    """
+    if text.strip().lower() in ("auto", "sensitivity"):
+        return "sensitivity"
+    if text.strip().lower() == "uniform":
+        return "uniform"
     try:
         ranks = [int(x) for x in text.replace("/", ",").split(",") if x.strip()]
     except ValueError:
@@ -47,9 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     size.add_argument("--kv-reduction", type=float, default=None,
                       help="fraction of the KV cache removed: 0.75 -> rank d/2, 0.875 -> rank d/4")
     size.add_argument("--rank", type=int, default=None, help="latent rank r per token and layer")
-    size.add_argument("--layer-ranks", type=parse_ranks, default=None, metavar="R1,R2,...",
-                      help="each decoder layer's rank (e.g. 160,48,48,128: tiny.en at 87.5%%, chosen by "
-                           "measured sensitivity; README)")
+    p.add_argument("--layer-ranks", type=parse_ranks, default=None, metavar="R1,R2,...|auto|uniform",
+                   help="each decoder layer's rank (e.g. 160,48,48,128); or, with --kv-reduction/--rank, 'auto': "
+                        "share that total between the decoder layers by their measured sensitivity on the "
+                        "calibration audio, or 'uniform'. Default: auto from 85%% reduction on (calibrated "
+                        "decoder self-attention), uniform below (README)")
     p.add_argument("--modules", type=_modules, default=("decoder-self",),
                    help="comma-separated: decoder-self (default), cross, encoder-self; or none")
     p.add_argument("--init", choices=("svd", "calibrated"), default="calibrated",
@@ -76,13 +86,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from engine.mla.config import reduction_for_rank
     from engine.mla.convert import convert_model
+    from engine.mla.rank_split import recommended_allocation
     from engine.mla.storage import save_mla_model
     from engine.model_sources import ModelSourceError, resolve_model
 
     modules = tuple(args.modules)
-    if modules and args.kv_reduction is None and args.rank is None and args.layer_ranks is None:
-        sys.stderr.write("error: give --kv-reduction, --rank or --layer-ranks (or --modules none --exact-cross)\n")
+    budget_given = args.kv_reduction is not None or args.rank is not None
+    if modules and not budget_given and not isinstance(args.layer_ranks, list):
+        sys.stderr.write("error: give --kv-reduction, --rank or --layer-ranks R1,R2,.. (--layer-ranks auto also "
+                         "needs --kv-reduction or --rank; or --modules none --exact-cross)\n")
+        return 2
+    if isinstance(args.layer_ranks, list) and budget_given:
+        sys.stderr.write("error: --layer-ranks R1,R2,.. sets the ranks itself; drop --kv-reduction/--rank "
+                         "(or use --layer-ranks auto to share their total by measured sensitivity)\n")
         return 2
     if not modules and not args.exact_cross:
         sys.stderr.write("error: nothing to convert (--modules none without --exact-cross)\n")
@@ -100,12 +118,19 @@ def run(args: argparse.Namespace) -> int:
     if getattr(loaded.model, "mla_config", None) is not None:
         sys.stderr.write(f"error: {args.model} is already an MLA model\n")
         return 2
+    allocation = args.layer_ranks
+    if allocation is None:
+        allocation = "uniform"
+        if modules and "decoder-self" in modules and args.init == "calibrated" and args.keep_key_dims == 0:
+            reduction = args.kv_reduction if args.kv_reduction is not None else \
+                reduction_for_rank(loaded.model.config.d_model, args.rank)
+            allocation = recommended_allocation(reduction)
     try:
         cfg = convert_model(loaded.model, rank=args.rank, kv_reduction=args.kv_reduction, modules=modules,
                             init=args.init, exact_cross=args.exact_cross, calibration_audio=calib,
                             source=loaded.info.source, compensate=args.compensate,
                             keep_key_dims=args.keep_key_dims, key_selection=args.key_selection,
-                            rank_allocation=args.layer_ranks or "uniform")
+                            rank_allocation=allocation)
     except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -16,6 +16,7 @@ from engine.mla.config import MODULE_KINDS, MLAConfig, rank_for_reduction, reduc
 from engine.mla.cross import ExactCrossAttention
 from engine.mla.factorize import allocate_ranks, max_rank, output_row_weight, value_spread, weighted_svd
 from engine.mla.kept_keys import KEY_SELECTIONS, dim_energies, kept_key_factors, select_kept_key_dims
+from engine.mla.rank_split import measure_split
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,12 @@ def convert_model(
     layer's spectrum by its own energy: 15.9 / 15.8 / 8.5%). An experiment, not a default.
     A sequence of ints gives each layer of every converted kind its rank explicitly (with
     `compensate`, too); the config then records the reduction of their mean rank.
+    "sensitivity" (calibrated decoder self-attention) measures how much each decoder layer
+    suffers at each rank of a grid and shares the same total out by that
+    (`engine.mla.rank_split`; other kinds stay uniform). Measured on tiny.en at 87.5% (LJ +
+    JFK calibration) it picks 160/48/48/128 and reads 20.1 / 14.8 / 7.6% WER against uniform's
+    24.6 / 20.4 / 6.9%; at 75% such splits win one set and lose another (README). The CLI, the
+    app and `compare` use it from 85% on (`rank_split.recommended_allocation`).
 
     `compensate` (calibrated decoder self-attention, uniform ranks): convert the layers one
     after the other, each fitted to reproduce stock's keys and values from the inputs it
@@ -108,8 +115,12 @@ def convert_model(
     if not isinstance(rank_allocation, str):
         explicit = [int(x) for x in rank_allocation]
         rank_allocation = "explicit"
-    elif rank_allocation not in ("uniform", "spectrum"):
-        raise ValueError(f"rank_allocation must be 'uniform', 'spectrum' or a list of ranks, got {rank_allocation!r}")
+    elif rank_allocation not in ("uniform", "spectrum", "sensitivity"):
+        raise ValueError("rank_allocation must be 'uniform', 'spectrum', 'sensitivity' or a list of ranks, "
+                         f"got {rank_allocation!r}")
+    if rank_allocation == "sensitivity" and (init != "calibrated" or "decoder-self" not in modules):
+        raise ValueError("rank_allocation='sensitivity' measures calibrated decoder self-attention: "
+                         "it needs init='calibrated' and the decoder-self module")
     if keep_key_dims and rank_allocation != "uniform":
         raise ValueError("kept key dimensions need uniform rank allocation")
     if key_selection not in KEY_SELECTIONS:
@@ -143,7 +154,7 @@ def convert_model(
             audio_names = [p.name for p in paths]
             calibration_features = features_for_files(paths, n_mels=model.config.num_mel_bins)
         log.info("calibrating on %d windows", calibration_features.shape[0])
-        sequences = [] if compensate else None
+        sequences = [] if compensate or rank_allocation == "sensitivity" else None
         moments = collect_moments(model, calibration_features, modules, keep_sequences=sequences)
         cfg.calibration_audio = audio_names
         cfg.init_options = {"eps": eps, "weighting": weighting, "key_scale": key_scale,
@@ -152,6 +163,11 @@ def convert_model(
         cfg.init_options["rank_allocation"] = rank_allocation
 
     def ranks_for(kind: str, n_layers: int) -> list[int]:
+        if kind == "decoder-self" and rank_allocation == "sensitivity":
+            split = measure_split(model, sequences, lambda i: layer_svd(kind, i, model.model.decoder.layers[i].self_attn,
+                                                                          None), r, max_rank(d))
+            cfg.init_options["rank_sensitivity"] = split.as_record()
+            return split.ranks
         if explicit is None:
             return [r] * n_layers
         if len(explicit) != n_layers or not all(1 <= x <= d for x in explicit):
@@ -193,14 +209,7 @@ def convert_model(
         return sigma, weight, cross
 
     def install(kind: str, i: int, layer, attr: str, low) -> int:
-        attn = getattr(layer, attr)
-        mla = MLAAttention.like(attn, low.rank)
-        with torch.no_grad():
-            mla.kv_down.weight.copy_(low.down)
-            mla.k_up.weight.copy_(low.k_up)
-            mla.v_up.weight.copy_(low.v_up)
-            mla.v_up.bias.copy_(attn.v_proj.bias)
-        setattr(layer, attr, mla)
+        setattr(layer, attr, MLAAttention.from_factors(getattr(layer, attr), low))
         log.debug("%s layer %d: rank %d keeps %.4f of the energy", kind, i, low.rank, low.energy)
         return low.rank
 
@@ -208,7 +217,7 @@ def convert_model(
     for kind in modules:
         slots = list(_slots(model, kind))
         wanted = ranks_for(kind, len(slots))
-        if sequences and kind == "decoder-self" and rank_allocation in ("uniform", "explicit"):
+        if compensate and sequences and kind == "decoder-self" and rank_allocation != "spectrum":
             tracker = DriftTracker(model, sequences)
             ranks = []
             for (i, layer, attr), lr in zip(slots, wanted):  # in order: each sees the converted ones before it
@@ -234,7 +243,8 @@ def convert_model(
         for _, layer, attr in _slots(model, "cross"):
             setattr(layer, attr, ExactCrossAttention.like(getattr(layer, attr)))
     if modules:
-        cfg.kv_reduction = round(reduction_for_rank(d, sum(explicit) / len(explicit) if explicit else r), 6)
+        first = cfg.ranks[modules[0]]
+        cfg.kv_reduction = round(reduction_for_rank(d, sum(first) / len(first)), 6)
     cfg.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     model.mla_config = cfg
     log.info("converted: %s", cfg.describe(d))

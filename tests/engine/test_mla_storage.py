@@ -140,8 +140,8 @@ def test_cli_convert_with_layer_ranks(tmp_path):
     assert [layer.self_attn.rank for layer in model.model.decoder.layers] == [160, 48, 48, 128]
     with pytest.raises(SystemExit):
         parser.parse_args(["convert", "--layer-ranks", "160,x", "--out", "x"])
-    with pytest.raises(SystemExit):
-        parser.parse_args(["convert", "--layer-ranks", "160,48", "--rank", "8", "--out", "x"])
+    both = parser.parse_args(["convert", "--layer-ranks", "160,48", "--rank", "8", "--out", str(tmp_path / "b")])
+    assert both.func(both) == 2  # explicit ranks and a size: refused with a message
     wrong = parser.parse_args(["convert", "--layer-ranks", "160,48", "--init", "svd", "--out", str(tmp_path / "w")])
     assert wrong.func(wrong) == 2  # two ranks for four layers: refused with a message
 
