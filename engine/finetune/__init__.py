@@ -6,6 +6,8 @@ Public API (imported lazily so `import engine.finetune` stays cheap):
   resume=False) -> FinetuneResult`
 * `supervised(student_dir, labelled_dir, out_dir, options=None, progress=None, cancel=None, *, resume=False)`
 * `finetune(...)`: both, by keyword; `FinetuneOptions`, `FinetuneProgress`, `FinetuneResult`, `CancelToken`.
+* `finetune_soup(student_dir, out_dir, *, runs, options, ..., audio=... | labelled_dir=...) -> SoupResult`:
+  the budget split into several runs (own seeds) whose weights are averaged.
 * `labelled_pairs(folder)`, `LabelledFolderError`: the audio + same-stem .txt loader.
 """
 from __future__ import annotations
@@ -19,6 +21,8 @@ _EXPORTS = {
     "FinetuneOptions": "engine.finetune.trainer",
     "FinetuneProgress": "engine.finetune.trainer",
     "FinetuneResult": "engine.finetune.trainer",
+    "finetune_soup": "engine.finetune.soup",
+    "SoupResult": "engine.finetune.soup",
     "CancelToken": "engine.cancel",
     "labelled_pairs": "engine.finetune.data",
     "LabelledFolderError": "engine.finetune.data",

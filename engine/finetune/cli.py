@@ -2,7 +2,7 @@
 
     whisper-mla finetune --model MLA_DIR --audio talk1.flac talk2.mp3 (or a folder) --minutes 20 --out DIR
     whisper-mla finetune --model MLA_DIR --audio FOLDER --labels --steps 500 --out DIR
-        [--teacher SPEC] [--trainable mla|decoder|all] [--lr 3e-4] [--resume] [--device cpu|cuda|auto]
+        [--teacher SPEC] [--trainable mla|decoder|all] [--lr 3e-4] [--runs K] [--resume] [--device cpu|cuda|auto]
 
 Without --labels the stock model (the folder's recorded source, or --teacher) transcribes
 the audio and the MLA model learns to match it (no transcripts needed). With --labels,
@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attention-weight", type=float, default=None, help="weight of layer-wise attention matching")
     p.add_argument("--ema", type=float, default=None,
                    help="keep and judge a moving average of the weights with this decay (e.g. 0.98; 0: off)")
+    p.add_argument("--runs", type=int, default=1, metavar="K",
+                   help="split the budget into K shorter runs (own crops and order each) and average their "
+                        "weights: a steadier result from little audio (README)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
@@ -111,16 +114,35 @@ def run(args: argparse.Namespace) -> int:
         except MediaInputError as e:
             sys.stderr.write(f"error: {e}\n")
             return 1
+    if args.runs < 1:
+        sys.stderr.write("error: --runs must be at least 1\n")
+        return 2
+    soup = args.runs > 1
     try:
-        res = finetune(args.model, args.out, teacher=args.teacher, options=opt, progress=_printer(),
-                       resume=args.resume, **data)
+        if soup:
+            from engine.finetune.soup import finetune_soup
+
+            res = finetune_soup(args.model, args.out, runs=args.runs, options=opt, progress=_printer(),
+                                resume=args.resume, on_member=lambda i, k: sys.stderr.write(f"run {i + 1}/{k}\n"),
+                                teacher=args.teacher, **data)
+        else:
+            res = finetune(args.model, args.out, teacher=args.teacher, options=opt, progress=_printer(),
+                           resume=args.resume, **data)
     except KeyboardInterrupt:
-        sys.stderr.write(f"interrupted: checkpoint saved in {args.out}.finetune, best weights so far in {args.out} "
-                         f"(continue with --resume)\n")
+        kept = (f"finished runs kept in {args.out}.run*, the current one checkpointed" if soup else
+                f"checkpoint saved in {args.out}.finetune, best weights so far in {args.out}")
+        sys.stderr.write(f"interrupted: {kept} (continue with --resume)\n")
         return 130
     except (LabelledFolderError, ModelSourceError, ValueError, FileNotFoundError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
+    if soup:
+        if res.out_dir is None:
+            sys.stderr.write("cancelled before every run finished (continue with --resume)\n")
+            return 130
+        sys.stdout.write(f"{res.out_dir}: average of {len(res.member_dirs)} runs, {res.train_seconds / 60:.1f} min "
+                         f"of training in all\n")
+        return 0
     b, i = res.best, res.initial
     key = "wer" if "wer" in b else "loss"
     summary = f"{res.out_dir}: {res.steps} steps in {res.train_seconds / 60:.1f} min ({res.stopped})"
@@ -130,3 +152,4 @@ def run(args: argparse.Namespace) -> int:
             summary += f", agreement {100 * i['agreement']:.1f}% -> {100 * b['agreement']:.1f}%"
     sys.stdout.write(summary + "\n")
     return 0
+

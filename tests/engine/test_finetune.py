@@ -247,3 +247,47 @@ def test_weight_average_is_kept_resumed_and_written(mla_dir, data_dir, opts, tmp
     assert all(torch.equal(again[k], ema[k]) for k in ema)
     with pytest.raises(ValueError, match="ema"):
         FinetuneOptions(ema=1.0)
+
+
+def test_soup_averages_its_runs_and_resumes_after_a_cancel(mla_dir, data_dir, opts, tmp_path):
+    """Two runs with their own seeds, half the steps each; the result is their weight average;
+    cancelled in the second run, a resume keeps the first and finishes the second."""
+    from safetensors.torch import load_file
+
+    from engine.finetune import finetune_soup
+
+    clip = [data_dir / CLIP]
+    token, where = CancelToken(), {"member": -1}
+
+    def cancel_in_second(p):
+        if where["member"] == 1 and p.phase == "train" and p.step == 1:
+            token.cancel()
+
+    part = finetune_soup(mla_dir, tmp_path / "soup", runs=2, options=opts, audio=clip, progress=cancel_in_second,
+                         cancel=token, on_member=lambda i, k: where.update(member=i))
+    assert part.stopped == "cancelled" and part.out_dir is None and not (tmp_path / "soup").exists()
+    assert [d.name for d in part.member_dirs] == ["soup.run1", "soup.run2"]
+
+    res = finetune_soup(mla_dir, tmp_path / "soup", runs=2, options=opts, audio=clip, resume=True)
+    assert res.stopped == "done" and res.skipped == [0] and is_mla_dir(res.out_dir)
+    assert [m["steps"] for m in res.members] == [2, 2] and [m["options"]["seed"] for m in res.members] == [0, 1]
+    a, b = (load_file(str(d / "model.safetensors")) for d in res.member_dirs)
+    soup = load_file(str(res.out_dir / "model.safetensors"))
+    name = next(k for k in soup if k.endswith("self_attn.kv_down.weight"))
+    assert not torch.equal(a[name], b[name])  # the runs really differ
+    assert torch.allclose(soup[name], (a[name] + b[name]) / 2, atol=1e-6)
+    _, cfg = load_mla_model(res.out_dir)
+    assert cfg.training["soup"]["runs"] == 2 and cfg.training["steps"] == 4
+    assert [m["seed"] for m in cfg.training["soup"]["members"]] == [0, 1]
+    with pytest.raises(ValueError, match="at least 2"):
+        finetune_soup(mla_dir, tmp_path / "x", runs=1, options=opts, audio=clip)
+
+
+def test_cli_runs_makes_a_soup(mla_dir, data_dir, tmp_path, capsys):
+    from engine.cli import main
+
+    out = tmp_path / "cli-soup"
+    rc = main(["finetune", "--model", str(mla_dir), "--audio", str(data_dir / CLIP), "--steps", "2", "--runs", "2",
+               "--crops", "1", "--batch", "1", "--save-dtype", "float32", "--out", str(out)])
+    assert rc == 0 and is_mla_dir(out) and is_mla_dir(tmp_path / "cli-soup.run2")
+    assert "average of 2 runs" in capsys.readouterr().out
