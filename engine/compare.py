@@ -170,7 +170,6 @@ def convert_in_process(stock: LoadedModel, kv_reduction: float, *, copy_model: b
                        **convert_kwargs: Any) -> LoadedModel:
     """An MLA LoadedModel made from `stock` with `engine.mla.convert_model` (calibrated, its default audio)."""
     from engine.mla import convert_model
-
     from engine.mla.rank_split import recommended_allocation
 
     model = copy.deepcopy(stock.model) if copy_model else stock.model

@@ -152,4 +152,3 @@ def run(args: argparse.Namespace) -> int:
             summary += f", agreement {100 * i['agreement']:.1f}% -> {100 * b['agreement']:.1f}%"
     sys.stdout.write(summary + "\n")
     return 0
-

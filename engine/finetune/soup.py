@@ -99,16 +99,22 @@ def finetune_soup(student_dir: str | Path, out_dir: str | Path, *, runs: int, op
         done = _finished_record(folder, m_opt.seed) if resume else None
         if done is not None:
             log.info("soup member %d/%d already finished in %s", i + 1, runs, folder)
-            dirs.append(folder), records.append(done), skipped.append(i)
+            dirs.append(folder)
+            records.append(done)
+            skipped.append(i)
             continue
         res = finetune(student_dir, folder, options=m_opt, progress=progress, cancel=cancel,
                        resume=resume and (folder.with_name(folder.name + ".finetune")).is_dir(), **data)
-        dirs.append(folder), records.append(res.training)
+        dirs.append(folder)
+        records.append(res.training)
         if res.stopped == "cancelled":
             return SoupResult(None, dirs, records, "cancelled", sum(r.get("train_seconds", 0) for r in records), skipped)
     model, cfg = load_mla_model(dirs[0], device="cpu", dtype=torch.float32)
     averaged = average_weights(dirs)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in averaged.items()}, strict=False)
+    loaded = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in averaged.items()},
+                                   strict=False)  # tied weights (proj_out) are stored once
+    if loaded.unexpected_keys:
+        raise ValueError(f"{dirs[0]}: weights {loaded.unexpected_keys[:3]} do not belong to its model")
     first = records[0]
     training = {
         "method": first.get("method"), "teacher": first.get("teacher"), "data": first.get("data"),
