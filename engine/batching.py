@@ -41,9 +41,11 @@ log = logging.getLogger(__name__)
 MAX_TOKENS = 448  # Whisper's decoder context
 N_FRAMES_ENC = 1500  # encoder positions of one 30 s window
 CPU_MAX_BATCH = 16
-# on an H200, large-v3 MLA 87.5% + exact cross (bench/bench_gpu.py): windows/s rose from batch 16 to 64
-# (1.43 -> 3.31), then flattened (3.65 at 128, 3.18 at 315): past 64 a batch adds memory, not speed
-CUDA_MAX_BATCH = 64
+# on an H200, large-v3 MLA 87.5% + exact cross: windows/s 4.81 at batch 64 and 9.02 at 128, the step
+# bound by kernel launches (29 ms either way; docs/measurements/gpu-s8/run4.sh, after engine/mla/heads.py;
+# before that fix they flattened past 64: 3.31, 3.65 at 128, 3.18 at 315). Larger batches are not
+# measured since the fix, and each one delays the first text of a long file by a whole batch.
+CUDA_MAX_BATCH = 128
 MIN_MARGIN = 256 << 20
 
 
@@ -255,7 +257,7 @@ def choose_batch_size(loaded: LoadedModel, budget_bytes: int | str | None = None
 
     `budget_bytes` (int or "6GB") is the total for this model including its weights; default:
     free CUDA memory (weights already loaded) or available RAM, less `margin` (a fraction of
-    the device's total, at least 256 MiB). Capped at 16 on CPU, 64 on CUDA, and `n_windows`.
+    the device's total, at least 256 MiB). Capped at 16 on CPU, 128 on CUDA, and `n_windows`.
     """
     return plan_batch(loaded, budget_bytes, beam_size, margin, max_batch, n_windows).batch_size
 

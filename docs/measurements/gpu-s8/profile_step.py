@@ -61,7 +61,7 @@ with bg.sdpa_context("no-cudnn"):
             for b in [int(x) for x in args.batches.split(",")]:
                 run = bg.forced_decode(loaded, b, args.positions).to_dict()
                 row = {"variant": variant, "path": path, "batch": b, "step_ms": run["step_ms"],
-                       "tok_s": run["tokens_per_s"], "peak_mib": (run["peak_allocated"] or 0) / 2**20}
+                       "tok_s": run["tokens_per_s"], "win_s": run["windows_per_s"], "peak_mib": (run["peak_allocated"] or 0) / 2**20}
                 results.append(row)
                 print(json.dumps(row), flush=True)
             if path in args.profile.split(","):
