@@ -170,10 +170,9 @@ def convert_in_process(stock: LoadedModel, kv_reduction: float, *, copy_model: b
                        **convert_kwargs: Any) -> LoadedModel:
     """An MLA LoadedModel made from `stock` with `engine.mla.convert_model` (calibrated, its default audio)."""
     from engine.mla import convert_model
-    from engine.mla.rank_split import recommended_allocation
 
     model = copy.deepcopy(stock.model) if copy_model else stock.model
-    convert_kwargs.setdefault("rank_allocation", recommended_allocation(kv_reduction))
+    convert_kwargs.setdefault("rank_allocation", "auto")
     cfg = convert_model(model, kv_reduction=kv_reduction, source=stock.info.source, **convert_kwargs)
     d = model.config.d_model
     info = ModelInfo(source=stock.info.source, name=f"{stock.info.name} (MLA)", multilingual=stock.info.multilingual,

@@ -26,11 +26,9 @@ def convert_to_folder(choice: ModelChoice, out_dir: str | Path, stage: Callable[
     `calibration`: the user's recordings to calibrate on (the engine reads at most 32 min of
     them); without any, the bundled 11 s sample, which is enough at 75% but not at 87.5%.
     Deep reductions share the cache between the decoder layers by measured sensitivity
-    (`engine.mla.rank_split.recommended_allocation`).
+    (`convert_model(..., rank_allocation="auto")`).
     """
     from engine.mla import convert_model, save_mla_model
-    from engine.mla.config import reduction_for_rank
-    from engine.mla.rank_split import recommended_allocation
     from engine.model_sources import resolve_model
 
     stage(f"Loading {choice.source_text()} for conversion")
@@ -40,12 +38,10 @@ def convert_to_folder(choice: ModelChoice, out_dir: str | Path, stage: Callable[
     audio = [a for a in (calibration or []) if Path(a).is_file()] or None
     on = f"{len(audio)} of your recording{'s' if len(audio) != 1 else ''}" if audio else "the sample recording"
     stage(f"Calibrating on {on} and factorising ({choice.kv_text()})")
-    d = loaded.model.config.d_model
-    reduction = reduction_for_rank(d, choice.rank) if choice.rank else float(choice.kv_reduction or 0.75)
     cfg = convert_model(loaded.model, rank=choice.rank, kv_reduction=None if choice.rank else choice.kv_reduction,
                         modules=MODULES, init="calibrated", exact_cross=choice.exact_cross,
                         calibration_audio=audio, source=loaded.info.source,
-                        rank_allocation=recommended_allocation(reduction))
+                        rank_allocation="auto")
     stage("Saving the converted model")
     out = save_mla_model(loaded.model, cfg, out_dir, tokenizer=loaded.tokenizer, extra_files_from=loaded.folder)
     description = cfg.describe(loaded.model.config.d_model)

@@ -86,9 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from engine.mla.config import reduction_for_rank
     from engine.mla.convert import convert_model
-    from engine.mla.rank_split import recommended_allocation
     from engine.mla.storage import save_mla_model
     from engine.model_sources import ModelSourceError, resolve_model
 
@@ -118,19 +116,12 @@ def run(args: argparse.Namespace) -> int:
     if getattr(loaded.model, "mla_config", None) is not None:
         sys.stderr.write(f"error: {args.model} is already an MLA model\n")
         return 2
-    allocation = args.layer_ranks
-    if allocation is None:
-        allocation = "uniform"
-        if modules and "decoder-self" in modules and args.init == "calibrated" and args.keep_key_dims == 0:
-            reduction = args.kv_reduction if args.kv_reduction is not None else \
-                reduction_for_rank(loaded.model.config.d_model, args.rank)
-            allocation = recommended_allocation(reduction)
     try:
         cfg = convert_model(loaded.model, rank=args.rank, kv_reduction=args.kv_reduction, modules=modules,
                             init=args.init, exact_cross=args.exact_cross, calibration_audio=calib,
                             source=loaded.info.source, compensate=args.compensate,
                             keep_key_dims=args.keep_key_dims, key_selection=args.key_selection,
-                            rank_allocation=allocation)
+                            rank_allocation=args.layer_ranks or "auto")
     except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -16,7 +16,7 @@ from engine.mla.config import MODULE_KINDS, MLAConfig, rank_for_reduction, reduc
 from engine.mla.cross import ExactCrossAttention
 from engine.mla.factorize import allocate_ranks, max_rank, output_row_weight, value_spread, weighted_svd
 from engine.mla.kept_keys import KEY_SELECTIONS, dim_energies, kept_key_factors, select_kept_key_dims
-from engine.mla.rank_split import measure_split
+from engine.mla.rank_split import measure_split, recommended_allocation
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,10 @@ def convert_model(
     suffers at each rank of a grid and shares the same total out by that
     (`engine.mla.rank_split`; other kinds stay uniform). Measured on tiny.en at 87.5% (LJ +
     JFK calibration) it picks 160/48/48/128 and reads 20.1 / 14.8 / 7.6% WER against uniform's
-    24.6 / 20.4 / 6.9%; at 75% such splits win one set and lose another (README). The CLI, the
-    app and `compare` use it from 85% on (`rank_split.recommended_allocation`).
+    24.6 / 20.4 / 6.9%; at 75% such splits win one set and lose another (README). "auto" (what
+    the CLI, the app and `compare` pass) is "sensitivity" from 85% KV reduction on where it
+    applies (calibrated decoder self-attention, no kept key dimensions), else "uniform"
+    (`rank_split.recommended_allocation`).
 
     `compensate` (calibrated decoder self-attention, uniform ranks): convert the layers one
     after the other, each fitted to reproduce stock's keys and values from the inputs it
@@ -112,6 +114,12 @@ def convert_model(
     size as the plain latent of the same rank.
     """
     explicit: list[int] | None = None
+    modules = tuple(dict.fromkeys(modules))
+    if rank_allocation == "auto":  # the product's choice: the measured split only where it applies and is deep
+        rank_allocation = "uniform"
+        if init == "calibrated" and "decoder-self" in modules and not keep_key_dims:
+            d = model.config.d_model
+            rank_allocation = recommended_allocation(reduction_for_rank(d, _resolve_rank(d, rank, kv_reduction)))
     if not isinstance(rank_allocation, str):
         explicit = [int(x) for x in rank_allocation]
         rank_allocation = "explicit"
@@ -129,7 +137,6 @@ def convert_model(
         raise ValueError(f"key_scale must be a number or 'auto', got {key_scale!r}")
     if weighting not in ("output", "none"):
         raise ValueError(f"weighting must be 'output' or 'none', got {weighting!r}")
-    modules = tuple(dict.fromkeys(modules))
     cfg = MLAConfig(modules=modules, init=init, exact_cross=exact_cross, source=source)  # validates names
     if not modules and not exact_cross:
         raise ValueError("nothing to convert: give modules and/or exact_cross")

@@ -74,7 +74,7 @@ def sensitivity_grid(rank: int, max_rank: int) -> list[int]:
 
 def choose_split(kl: Sequence[Sequence[float]], grid: Sequence[int], budget: int) -> list[int]:
     """Per-layer ranks from `grid` with the least summed KL and sum(ranks) <= budget (exact search)."""
-    unit = math.gcd(*grid) if len(grid) > 1 else grid[0]
+    unit = math.gcd(*grid)
     cap = budget // unit
     best: dict[int, tuple[float, list[int]]] = {0: (0.0, [])}  # units used -> (summed KL, ranks so far)
     for row in kl:
