@@ -33,15 +33,22 @@ class Moments:
     firsts: dict[tuple, torch.Tensor] = field(default_factory=dict)
     counts: dict[tuple, float] = field(default_factory=dict)  # (weighted) rows
 
-    def add(self, key: tuple, x: torch.Tensor, weight: float = 1.0, left: torch.Tensor | None = None) -> None:
-        """Accumulate x x^T (or left x^T, rows aligned with x's, for a cross moment) and x."""
+    def add(self, key: tuple, x: torch.Tensor, weight: float = 1.0, left: torch.Tensor | None = None,
+            row_weights: torch.Tensor | None = None) -> None:
+        """Accumulate x x^T (or left x^T, rows aligned with x's, for a cross moment) and x.
+
+        `row_weights` (one per row of x, mean 1 for the same scale) weighs rows unequally."""
         # Products in float64 (on CUDA or the CPU; other backends lack it): the layer-by-layer fit
         # divides a cross moment by a second moment, and float32 products of nearly equal
         # streams would leave ~1e-4 of noise in what should be an identity at full rank.
         dev = x.device if x.device.type in ("cpu", "cuda") else torch.device("cpu")
         x = x.detach().reshape(-1, x.shape[-1]).to(dev, torch.float64)
         y = x if left is None else left.detach().reshape(-1, left.shape[-1]).to(dev, torch.float64)
-        s, f, n = weight * (y.T @ x).cpu(), weight * x.sum(0).cpu(), weight * x.shape[0]
+        if row_weights is None:
+            s, f, n = weight * (y.T @ x).cpu(), weight * x.sum(0).cpu(), weight * x.shape[0]
+        else:
+            rw = row_weights.detach().reshape(-1, 1).to(dev, torch.float64)
+            s, f, n = weight * ((y * rw).T @ x).cpu(), weight * (x * rw).sum(0).cpu(), weight * float(rw.sum())
         if key in self.sums:
             self.sums[key] += s
             self.firsts[key] += f
@@ -149,13 +156,38 @@ def calibration_sequences(model, transcripts: list[list[int]], timestamped: list
     return out
 
 
+@torch.no_grad()
+def received_attention(attn, hidden: torch.Tensor, mix: float = 1.0) -> torch.Tensor:
+    """Per token of one causal sequence (1, T, d), the attention it receives in stock `attn`.
+
+    Summed over the queries that see it and averaged over heads (so the weights average
+    1), mixed with uniform weights as (1 - mix) + mix * received. Why: a value error on
+    token j reaches query i's output scaled by a_ij, and a key error on j moves i's output
+    in proportion to a_ij too, so sum_i a_ij is how much token j's error costs. Tokens that
+    draw most of the attention (the start-of-transcript "sink") then weigh what they cost
+    instead of 1/T.
+    """
+    x = hidden.detach().reshape(-1, hidden.shape[-1])
+    t, h = x.shape[0], attn.num_heads
+    q = torch.nn.functional.linear(x, attn.q_proj.weight, attn.q_proj.bias).view(t, h, -1).transpose(0, 1)
+    k = torch.nn.functional.linear(x, attn.k_proj.weight).view(t, h, -1).transpose(0, 1)
+    scores = (q.float() @ k.float().transpose(1, 2)) * attn.scaling
+    causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
+    probs = scores.masked_fill(causal, float("-inf")).softmax(-1)
+    received = probs.sum(1).mean(0)  # (T,), sums to T
+    return (1.0 - mix) + mix * received
+
+
 @torch.inference_mode()
 def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch_size: int = 4,
                     max_new_tokens: int = 224, conditioned_weight: float = CONDITIONED_WEIGHT,
-                    keep_sequences: list[ForcedSequence] | None = None) -> Moments:
+                    keep_sequences: list[ForcedSequence] | None = None,
+                    attention_mix: float = 0.0) -> Moments:
     """Input statistics of every attention module of the given kinds, on the model's own transcripts.
 
     Keys: (kind, layer, "kv") for the key/value input, (kind, layer, "q") for the query input.
+    `attention_mix` > 0 weighs decoder self-attention's key/value rows by the attention
+    each token receives (`received_attention`, that mix).
     `keep_sequences`, when given, receives every teacher-forced sequence (for `DriftTracker`).
     """
     moments = Moments()
@@ -170,7 +202,11 @@ def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch
                 return
             hidden = args[0] if args else kwargs["hidden_states"]
             moments.add((kind, i, "q"), hidden, state["weight"])
-            moments.add((kind, i, "kv"), kwargs["key_value_states"] if kind == "cross" else hidden, state["weight"])
+            rows = None
+            if kind == "decoder-self" and attention_mix > 0:
+                rows = received_attention(module, hidden, attention_mix)
+            moments.add((kind, i, "kv"), kwargs["key_value_states"] if kind == "cross" else hidden, state["weight"],
+                        row_weights=rows)
         return hook
 
     for kind, i, module in _target_modules(model, kinds):
@@ -224,8 +260,9 @@ class DriftTracker:
     is called with the arguments the decoder itself gave layer 0 (captured once by a hook).
     """
 
-    def __init__(self, model, sequences: list[ForcedSequence]) -> None:
+    def __init__(self, model, sequences: list[ForcedSequence], attention_mix: float = 0.0) -> None:
         self.layers = model.model.decoder.layers
+        self.attention_mix = attention_mix
         self.sequences = sequences
         self.calls: list[tuple[tuple, dict]] = []
         self.stock: list[torch.Tensor] = []
@@ -277,8 +314,11 @@ class DriftTracker:
             x, x_drift = [], []
             self.stock[k] = self._run(layer, k, self.stock[k], capture=x)
             self._run(layer, k, self.drift[k], capture=x_drift, stop=True)
-            moments.add(("decoder-self", layer, "kv"), x_drift[0], seq.weight)
-            moments.add(("decoder-self", layer, "cross"), x_drift[0], seq.weight, left=x[0])
+            rows = None
+            if self.attention_mix > 0:  # layer `layer` is still stock here: its attention on stock inputs
+                rows = received_attention(self.layers[layer].self_attn, x[0], self.attention_mix)
+            moments.add(("decoder-self", layer, "kv"), x_drift[0], seq.weight, row_weights=rows)
+            moments.add(("decoder-self", layer, "cross"), x_drift[0], seq.weight, left=x[0], row_weights=rows)
         return moments
 
     @torch.inference_mode()
