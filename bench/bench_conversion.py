@@ -1,10 +1,10 @@
 """Conversion variants through the product's transcriber: WER against the references and against stock.
 
-Each variant converts the model's (`--model`, default the bundled tiny.en) decoder
-self-attention (in memory, nothing saved) and transcribes, with the product's `Transcriber` and default options (greedy,
-timestamps, long-form loop), the 36 LibriSpeech utterances, the 5.6-min LibriSpeech concat
-and the 3.9-min LJ Speech reading of ../shared/audio. Stock runs first in the same process;
-"vs stock" is the WER of the variant's text against stock's.
+Each variant converts the decoder self-attention of `--model` (default the bundled
+tiny.en; in memory, nothing saved) and transcribes, with the product's `Transcriber` and
+default options (greedy, timestamps, long-form loop), the 36 LibriSpeech utterances, the
+5.6-min LibriSpeech concat and the 3.9-min LJ Speech reading of ../shared/audio. Stock
+runs first in the same process; "vs stock" is the WER of the variant's text against stock's.
 
 A variant is comma-separated: the KV reduction first, then any of
   init=calibrated|svd   cal=sample|ljjfk (LJ Speech file + JFK clip)   compensate=1|0
