@@ -308,13 +308,17 @@ class MainWindow(QMainWindow):
             QMessageBox.information(self, "Fine-tune", "Add some of your recordings to the queue first: fine-tuning "
                                     "learns from them (no transcripts needed; stock Whisper is the teacher).")
             return
+        from engine.finetune.budget import recommended_runs
+
         minutes, ok = QInputDialog.getInt(
             self, "Fine-tune on my recordings",
             f"Learn from {len(audio)} recording{'s' if len(audio) != 1 else ''} in the queue for how many minutes?\n"
-            "Longer is better up to about 20 minutes on a CPU; cancel stops early and keeps the model so far.",
+            "Longer is better up to about 20 minutes on a CPU. From 10 minutes on, the time goes to several runs\n"
+            "of 5 minutes or more whose results are averaged: steadier when the recordings are few.\n"
+            "Cancel stops early and keeps the model so far.",
             10, 1, 240)
         if ok:
-            self.start_finetune(model_dir, audio, {"minutes": float(minutes)})
+            self.start_finetune(model_dir, audio, {"minutes": float(minutes), "runs": recommended_runs(minutes)})
 
     def queued_recordings(self) -> list[Path]:
         """The queue's recordings that still exist, in queue order, without duplicates.

@@ -33,22 +33,40 @@ def progress_text(p) -> tuple[str, float | None]:
 
 
 def run(ctx, m: P.Msg) -> None:
-    from engine.finetune import FinetuneOptions, distill
+    """One run (`distill`), or with options["runs"] > 1 several averaged into one model (`finetune_soup`)."""
+    from engine.finetune import FinetuneOptions, distill, finetune_soup
 
     job = m["job"]
+    given = dict(m.get("options") or {})
+    runs = int(given.pop("runs", 1) or 1)
     known = {f.name for f in dataclasses.fields(FinetuneOptions)}
-    options = FinetuneOptions(**{k: v for k, v in (m.get("options") or {}).items() if k in known})
+    options = FinetuneOptions(**{k: v for k, v in given.items() if k in known})
     ctx.emit(P.STAGE, job, text="Loading the model and its stock teacher")
+    member = {"index": 0}
+    recordings = f"{len(m['audio'])} recording{'s' if len(m['audio']) != 1 else ''}"
 
     def report(p) -> None:
         text, frac = progress_text(p)
+        if runs > 1 and p.phase != "teacher":  # the bar spans every run; the text says which one
+            text = f"Run {member['index'] + 1}/{runs}: {text}"
+            frac = (member["index"] + frac) / runs if frac is not None else None
         fields = {"fraction": frac} if frac is not None else {}
         ctx.emit(P.STAGE, job, text=text, **fields)
 
-    result = distill(m["model_dir"], m["audio"], m["out_dir"], options, progress=report, cancel=ctx.cancel_token(job))
-    best = result.best or {}
-    agreement = best.get("agreement")
-    description = f"{result.steps} steps on {len(m['audio'])} recording{'s' if len(m['audio']) != 1 else ''}"
-    if agreement is not None:
-        description += f", agreement with stock {100 * agreement:.1f}%"
-    ctx.emit(P.FINETUNED, job, folder=str(result.out_dir), description=description, stopped=result.stopped)
+    cancel = ctx.cancel_token(job)
+    if runs <= 1:
+        result = distill(m["model_dir"], m["audio"], m["out_dir"], options, progress=report, cancel=cancel)
+        agreement = (result.best or {}).get("agreement")
+        description = f"{result.steps} steps on {recordings}"
+        if agreement is not None:
+            description += f", agreement with stock {100 * agreement:.1f}%"
+        ctx.emit(P.FINETUNED, job, folder=str(result.out_dir), description=description, stopped=result.stopped)
+        return
+    soup = finetune_soup(m["model_dir"], m["out_dir"], runs=runs, options=options, progress=report, cancel=cancel,
+                         on_member=lambda i, k: member.update(index=i), keep_partial=True, audio=list(m["audio"]))
+    if soup.out_dir is None:
+        raise RuntimeError("fine-tuning was cancelled before it trained a step; no model was written")
+    trained = [r for r in soup.members if int(r.get("steps", 0)) > 0]
+    description = (f"average of {len(trained)} run{'s' if len(trained) != 1 else ''}, "
+                   f"{sum(int(r.get('steps', 0)) for r in trained)} steps on {recordings}")
+    ctx.emit(P.FINETUNED, job, folder=str(soup.out_dir), description=description, stopped=soup.stopped)

@@ -7,7 +7,8 @@ Public API (imported lazily so `import engine.finetune` stays cheap):
 * `supervised(student_dir, labelled_dir, out_dir, options=None, progress=None, cancel=None, *, resume=False)`
 * `finetune(...)`: both, by keyword; `FinetuneOptions`, `FinetuneProgress`, `FinetuneResult`, `CancelToken`.
 * `finetune_soup(student_dir, out_dir, *, runs, options, ..., audio=... | labelled_dir=...) -> SoupResult`:
-  the budget split into several runs (own seeds) whose weights are averaged.
+  the budget split into several runs (own seeds) whose weights are averaged;
+  `recommended_runs(minutes)`: how many for a time budget (what the app uses).
 * `labelled_pairs(folder)`, `LabelledFolderError`: the audio + same-stem .txt loader.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ _EXPORTS = {
     "FinetuneResult": "engine.finetune.trainer",
     "finetune_soup": "engine.finetune.soup",
     "SoupResult": "engine.finetune.soup",
+    "recommended_runs": "engine.finetune.budget",
     "CancelToken": "engine.cancel",
     "labelled_pairs": "engine.finetune.data",
     "LabelledFolderError": "engine.finetune.data",

@@ -11,6 +11,7 @@ The budget (minutes or steps) is split evenly between the runs; run i uses seed
 `options.seed + i` (its own crops, held-aside part and order) and writes its best weights to
 `<out>.run<i>` (checkpoints in `<out>.run<i>.finetune`), so an interrupted soup resumes
 with the member it stopped in and keeps the finished ones.
+How many runs a time budget should make: `engine.finetune.budget.recommended_runs`.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ WEIGHTS = "model.safetensors"
 
 @dataclass
 class SoupResult:
-    out_dir: Path | None  # None when cancelled before every member finished
+    out_dir: Path | None  # None when cancelled before every member finished (unless keep_partial)
     member_dirs: list[Path]
     members: list[dict]  # each member's training record (mla_config.json "training")
     stopped: str  # "done" or "cancelled"
@@ -82,11 +83,15 @@ def average_weights(folders: list[Path]) -> dict[str, torch.Tensor]:
 
 def finetune_soup(student_dir: str | Path, out_dir: str | Path, *, runs: int, options: FinetuneOptions | None = None,
                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None, resume: bool = False,
-                  on_member: Callable[[int, int], None] | None = None, **data) -> SoupResult:
+                  on_member: Callable[[int, int], None] | None = None, keep_partial: bool = False,
+                  **data) -> SoupResult:
     """`runs` fine-tuning runs of `student_dir` (see `engine.finetune.finetune`; `data` is its audio= or
-    labelled_dir=, teacher=), averaged into `out_dir`."""
-    from engine.mla.storage import load_mla_model, save_mla_model
+    labelled_dir=, teacher=), averaged into `out_dir`.
 
+    Cancelled, it returns without `out_dir` (the members stay for `resume`); with
+    `keep_partial` it first averages the members trained so far, the cancelled one's best
+    weights included when it took a step, so a cancel still ends in a usable model (the app).
+    """
     if runs < 2:
         raise ValueError("a soup needs at least 2 runs")
     opt = options or FinetuneOptions()
@@ -108,7 +113,22 @@ def finetune_soup(student_dir: str | Path, out_dir: str | Path, *, runs: int, op
         dirs.append(folder)
         records.append(res.training)
         if res.stopped == "cancelled":
-            return SoupResult(None, dirs, records, "cancelled", sum(r.get("train_seconds", 0) for r in records), skipped)
+            trained = [(d, r) for d, r in zip(dirs, records) if int(r.get("steps", 0)) > 0]
+            out = None
+            if keep_partial and trained:
+                out = _write_average(student_dir, out_dir, [d for d, _ in trained], [r for _, r in trained], runs, opt,
+                                     "cancelled")
+            return SoupResult(out, dirs, records, "cancelled", sum(r.get("train_seconds", 0) for r in records), skipped)
+    out = _write_average(student_dir, out_dir, dirs, records, runs, opt, "done")
+    return SoupResult(out, dirs, records, "done", round(sum(float(r.get("train_seconds", 0)) for r in records), 1),
+                      skipped)
+
+
+def _write_average(student_dir, out_dir: Path, dirs: list[Path], records: list[dict], runs: int,
+                   opt: FinetuneOptions, stopped: str) -> Path:
+    """The members' mean weights as a model folder at `out_dir`, its training record listing them."""
+    from engine.mla.storage import load_mla_model, save_mla_model
+
     model, cfg = load_mla_model(dirs[0], device="cpu", dtype=torch.float32)
     averaged = average_weights(dirs)
     loaded = model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in averaged.items()},
@@ -124,11 +144,12 @@ def finetune_soup(student_dir: str | Path, out_dir: str | Path, *, runs: int, op
             | {"seed": r.get("options", {}).get("seed"), "folder": d.name} for r, d in zip(records, dirs)]},
         "steps": sum(int(r.get("steps", 0)) for r in records),
         "train_seconds": round(sum(float(r.get("train_seconds", 0)) for r in records), 1),
-        "trainable": first.get("trainable"), "options": first.get("options"), "from": str(student_dir),
+        "stopped": stopped, "trainable": first.get("trainable"), "options": first.get("options"),
+        "from": str(student_dir),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     new_cfg = dataclasses.replace(cfg, training=training)
     model.mla_config = new_cfg
     out = save_mla_model(model, new_cfg, out_dir, extra_files_from=dirs[0], dtype=getattr(torch, opt.save_dtype))
-    log.info("soup of %d runs written to %s", runs, out)
-    return SoupResult(Path(out), dirs, records, "done", training["train_seconds"], skipped)
+    log.info("average of %d of %d runs written to %s", len(dirs), runs, out)
+    return Path(out)

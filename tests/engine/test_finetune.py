@@ -283,6 +283,38 @@ def test_soup_averages_its_runs_and_resumes_after_a_cancel(mla_dir, data_dir, op
         finetune_soup(mla_dir, tmp_path / "x", runs=1, options=opts, audio=clip)
 
 
+def test_cancelled_soup_with_keep_partial_is_the_average_of_what_trained(mla_dir, data_dir, opts, tmp_path):
+    """What the app asks for: a cancel in the second run still ends in a model, the mean of both runs so far."""
+    from safetensors.torch import load_file
+
+    from engine.finetune import finetune_soup
+
+    token, where = CancelToken(), {"member": -1}
+
+    def cancel_in_second(p):
+        if where["member"] == 1 and p.phase == "train" and p.step == 1:
+            token.cancel()
+
+    part = finetune_soup(mla_dir, tmp_path / "soup", runs=2, options=opts, audio=[data_dir / CLIP],
+                         progress=cancel_in_second, cancel=token, on_member=lambda i, k: where.update(member=i),
+                         keep_partial=True)
+    assert part.stopped == "cancelled" and is_mla_dir(part.out_dir)
+    assert [int(m["steps"]) for m in part.members] == [2, 1]  # the second stopped after its first step
+    a, b = (load_file(str(d / "model.safetensors")) for d in part.member_dirs)
+    soup = load_file(str(part.out_dir / "model.safetensors"))
+    name = next(k for k in soup if k.endswith("self_attn.kv_down.weight"))
+    assert torch.allclose(soup[name], (a[name] + b[name]) / 2, atol=1e-6)
+    _, cfg = load_mla_model(part.out_dir)
+    assert cfg.training["stopped"] == "cancelled" and cfg.training["steps"] == 3
+    assert [m["folder"] for m in cfg.training["soup"]["members"]] == ["soup.run1", "soup.run2"]
+
+
+def test_recommended_runs_makes_members_of_five_minutes_or_more():
+    from engine.finetune import recommended_runs
+
+    assert [recommended_runs(m) for m in (1, 5, 9.9, 10, 14, 15, 20, 60, 240)] == [1, 1, 1, 2, 2, 3, 4, 4, 4]
+
+
 def test_cli_runs_makes_a_soup(mla_dir, data_dir, tmp_path, capsys):
     from engine.cli import main
 
