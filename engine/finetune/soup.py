@@ -118,10 +118,13 @@ def finetune_soup(student_dir: str | Path, out_dir: str | Path, *, runs: int, op
             if keep_partial and trained:
                 out = _write_average(student_dir, out_dir, [d for d, _ in trained], [r for _, r in trained], runs, opt,
                                      "cancelled")
-            return SoupResult(out, dirs, records, "cancelled", sum(r.get("train_seconds", 0) for r in records), skipped)
+            return SoupResult(out, dirs, records, "cancelled", _train_seconds(records), skipped)
     out = _write_average(student_dir, out_dir, dirs, records, runs, opt, "done")
-    return SoupResult(out, dirs, records, "done", round(sum(float(r.get("train_seconds", 0)) for r in records), 1),
-                      skipped)
+    return SoupResult(out, dirs, records, "done", _train_seconds(records), skipped)
+
+
+def _train_seconds(records: list[dict]) -> float:
+    return round(sum(float(r.get("train_seconds", 0)) for r in records), 1)
 
 
 def _write_average(student_dir, out_dir: Path, dirs: list[Path], records: list[dict], runs: int,
@@ -143,7 +146,7 @@ def _write_average(student_dir, out_dir: Path, dirs: list[Path], records: list[d
             {k: r.get(k) for k in ("steps", "best_step", "train_seconds", "stopped", "held_out_final")}
             | {"seed": r.get("options", {}).get("seed"), "folder": d.name} for r, d in zip(records, dirs)]},
         "steps": sum(int(r.get("steps", 0)) for r in records),
-        "train_seconds": round(sum(float(r.get("train_seconds", 0)) for r in records), 1),
+        "train_seconds": _train_seconds(records),
         "stopped": stopped, "trainable": first.get("trainable"), "options": first.get("options"),
         "from": str(student_dir),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -178,6 +178,11 @@ def received_attention(attn, hidden: torch.Tensor, mix: float = 1.0) -> torch.Te
     return (1.0 - mix) + mix * received
 
 
+def attention_rows(attn, hidden: torch.Tensor, mix: float) -> torch.Tensor | None:
+    """`Moments.add`'s row weights for a decoder self-attention input: None (plain rows) when mix is 0."""
+    return received_attention(attn, hidden, mix) if mix > 0 else None
+
+
 @torch.inference_mode()
 def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch_size: int = 4,
                     max_new_tokens: int = 224, conditioned_weight: float = CONDITIONED_WEIGHT,
@@ -202,9 +207,7 @@ def collect_moments(model, features: torch.Tensor, kinds: tuple[str, ...], batch
                 return
             hidden = args[0] if args else kwargs["hidden_states"]
             moments.add((kind, i, "q"), hidden, state["weight"])
-            rows = None
-            if kind == "decoder-self" and attention_mix > 0:
-                rows = received_attention(module, hidden, attention_mix)
+            rows = attention_rows(module, hidden, attention_mix) if kind == "decoder-self" else None
             moments.add((kind, i, "kv"), kwargs["key_value_states"] if kind == "cross" else hidden, state["weight"],
                         row_weights=rows)
         return hook
@@ -314,9 +317,8 @@ class DriftTracker:
             x, x_drift = [], []
             self.stock[k] = self._run(layer, k, self.stock[k], capture=x)
             self._run(layer, k, self.drift[k], capture=x_drift, stop=True)
-            rows = None
-            if self.attention_mix > 0:  # layer `layer` is still stock here: its attention on stock inputs
-                rows = received_attention(self.layers[layer].self_attn, x[0], self.attention_mix)
+            # layer `layer` is still stock here: its attention on stock inputs
+            rows = attention_rows(self.layers[layer].self_attn, x[0], self.attention_mix)
             moments.add(("decoder-self", layer, "kv"), x_drift[0], seq.weight, row_weights=rows)
             moments.add(("decoder-self", layer, "cross"), x_drift[0], seq.weight, left=x[0], row_weights=rows)
         return moments
