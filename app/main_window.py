@@ -248,13 +248,24 @@ class MainWindow(QMainWindow):
 
     def export_selected(self, formats) -> list[Path]:
         from engine.export import FORMATS
+        from engine.output_ledger import OverwriteRefused
 
         job = self.selected_job()
         if job is None or not job.segments:
             self.statusBar().showMessage("Select a job with a transcript to export", 5000)
             return []
         try:
-            paths = self.controller.export(job, formats or FORMATS)
+            try:
+                paths = self.controller.export(job, formats or FORMATS)
+            except OverwriteRefused as e:
+                answer = QMessageBox.question(
+                    self, "Replace file?", f"{e.path.name} already exists in {e.path.parent} and was not written "
+                    f"by Whisper-MLA (or was edited since).\n\nReplace it?",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+                if answer != QMessageBox.StandardButton.Yes:
+                    self.statusBar().showMessage(f"Not exported: {e.path.name} kept as it is", 8000)
+                    return []
+                paths = self.controller.export(job, formats or FORMATS, overwrite=True)
         except (OSError, ValueError) as e:
             QMessageBox.warning(self, "Export failed", str(e))
             return []

@@ -11,6 +11,8 @@ Steps:
 Run it with the project's environment (the venv with the `package` extra installed):
     .venv/bin/pip install -e ".[package]"
     .venv/bin/python build_spec/build.py [--clean] [--no-archive]
+A release build installs the versions it was tested with: `pip install -c build_spec/constraints.txt
+-e ".[package]"`; the build says which installed versions differ from them.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "build_spec" / "whisper_mla.spec"
+CONSTRAINTS = ROOT / "build_spec" / "constraints.txt"
 APP_NAME = "WhisperMLA"
 DESKTOP_ID = "whisper-mla"
 
@@ -57,6 +60,44 @@ print(f"default model: {loaded.info.name} from {loaded.folder}")
 def version() -> str:
     text = (ROOT / "engine" / "__init__.py").read_text(encoding="utf-8")
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
+
+
+def installed_versions() -> dict[str, str]:
+    """{distribution name (lower case): version} of this environment, without the project itself."""
+    from importlib.metadata import distributions
+
+    out = {}
+    for d in distributions():
+        name = (d.metadata["Name"] or "").lower().replace("_", "-")
+        if name and name not in ("whisper-mla", "pip", "setuptools", "wheel"):
+            out[name] = d.version.split("+")[0]
+    return out
+
+
+def pinned_versions() -> dict[str, str]:
+    pins = {}
+    for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, ver = line.split("==", 1)
+            pins[name.strip().lower().replace("_", "-")] = ver.strip()
+    return pins
+
+
+def write_constraints() -> None:
+    """--freeze: pin this (tested) environment as the release build's constraints."""
+    head = [line for line in CONSTRAINTS.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
+    pins = [f"{n}=={v}" for n, v in sorted(installed_versions().items())]
+    CONSTRAINTS.write_text("\n".join(head + pins) + "\n", encoding="utf-8")
+    print(f"build: {len(pins)} versions pinned in {CONSTRAINTS.relative_to(ROOT)}")
+
+
+def report_drift() -> None:
+    """Say which installed versions differ from the ones the release was tested with (the build goes on)."""
+    pins, have = pinned_versions(), installed_versions()
+    drift = [f"{n} {have[n]} (tested {v})" for n, v in sorted(pins.items()) if n in have and have[n] != v]
+    if drift:
+        print(f"build: {len(drift)} packages differ from {CONSTRAINTS.name}: {', '.join(drift)}; for a release, "
+              f"install with -c {CONSTRAINTS.relative_to(ROOT)}")
 
 
 def platform_tag() -> str:
@@ -161,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clean", action="store_true", help="empty PyInstaller's cache first (slower)")
     p.add_argument("--no-archive", action="store_true", help="only the folder: no .tar.gz/.zip, no AppImage")
     p.add_argument("--log-level", default="WARN", help="PyInstaller log level (default WARN)")
+    p.add_argument("--freeze", action="store_true",
+                   help="only write this environment's versions to build_spec/constraints.txt (after testing it)")
     args = p.parse_args(argv)
+    if args.freeze:
+        write_constraints()
+        return 0
     dist, work = args.dist.resolve(), args.work.resolve()
     try:
         import PyInstaller  # noqa: F401
@@ -169,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print("PyInstaller is missing: pip install -e '.[package]'", file=sys.stderr)
         return 2
 
+    report_drift()
     t0 = time.monotonic()
     models = prepare_models(work)
     t1 = time.monotonic()

@@ -9,6 +9,8 @@ import os
 import sys
 
 if __name__ == "__main__":
+    # No layer is ever swapped for code from the hub (`kernels` is not in the bundle): issue 27.
+    os.environ.setdefault("USE_HUB_KERNELS", "NO")
     # A windowed Windows build has no console: sys.stdout/stderr are None, in the GUI and in the worker it
     # spawns. Libraries that print progress (tqdm's "Loading weights" bar in transformers) would crash.
     if sys.stdout is None:

@@ -5,15 +5,18 @@ fsyncs it, then `os.replace`s it onto the final name (atomic on POSIX and Window
 names are on the same volume, which a same-folder temp file guarantees). A crash or an
 exception at any point leaves either the old file or the complete new one under the final
 name, never a half-written file, and the temporary file is removed on failure.
+`replace_dir` does the same for a whole folder (a model, a checkpoint) and refuses to
+replace a folder that is not one of ours.
 """
 from __future__ import annotations
 
 import errno as _errno
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +131,51 @@ def check_writable_dir(path: PathLike) -> None:
         raise OutputDirError(
             f"Cannot write to output folder {directory}: {exc.strerror or exc}", directory, exc.errno
         ) from exc
+
+
+def check_replaceable_dir(final: PathLike, may_replace: Callable[[Path], bool], what: str) -> None:
+    """Refuse, before any work, an output folder that holds something `may_replace` does not recognise.
+
+    A missing or empty folder is fine; a folder of ours (`may_replace`) is replaced whole,
+    later, by `replace_dir`; anything else belongs to the user and is never deleted.
+    """
+    path = Path(final)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise OutputDirError(f"{path}: exists and is not a folder; choose a new folder for the {what}",
+                             path, _errno.ENOTDIR)
+    if not path.exists() or may_replace(path):
+        return
+    try:
+        empty = next(path.iterdir(), None) is None
+    except OSError as exc:
+        raise OutputDirError(f"{path}: cannot be read ({exc.strerror or exc})", path, exc.errno) from exc
+    if not empty:
+        raise OutputDirError(f"{path}: the folder is not empty and is not a {what}; nothing in it was touched. "
+                             f"Choose a new or empty folder", path, _errno.ENOTEMPTY)
+
+
+def replace_dir(tmp: PathLike, final: PathLike, may_replace: Callable[[Path], bool], what: str) -> Path:
+    """Put the complete folder `tmp` at `final`; an old folder of ours stays until the new one is in place.
+
+    `final` must pass `check_replaceable_dir` (checked again here: the folder may have
+    changed while the new one was written). The old folder is renamed aside, the new one
+    renamed in, then the old one removed; if the second rename fails the old one is put
+    back, so `final` always names a complete folder or nothing.
+    """
+    new, dst = Path(tmp), Path(final)
+    check_replaceable_dir(dst, may_replace, what)
+    old: Path | None = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{dst.name}.old.", dir=dst.parent))
+        os.rmdir(old)
+        os.rename(dst, old)
+    try:
+        os.rename(new, dst)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dst)
+        raise
+    _fsync_dir(dst.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return dst

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from engine.audio import AudioError, probe
 from engine.checkpoint import Checkpoint
-from engine.export import export, parse_formats, unique_stem
+from engine.export import export, export_paths, parse_formats, unique_stem
+from engine.output_ledger import OverwriteRefused, check_replaceable
 from engine.atomic import check_writable_dir
 from engine.batching import choose_batch_size, parse_batch_size
 from engine.media_files import expand
@@ -41,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--initial-prompt", default=None, help="text to prime the first window (names, spelling)")
     p.add_argument("--no-resume", action="store_true",
                    help="ignore and do not write resume files (by default an interrupted run continues where it stopped)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing files of the export names even when whisper-mla did not write them "
+                        "(the recordings themselves are never replaced)")
     p.add_argument("-q", "--quiet", action="store_true", help="no live segments or progress bar")
     p.set_defaults(func=run)
 
@@ -114,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         stems.append(unique_stem(file, stems))
         line = _ProgressLine(file.name, not args.quiet)
         try:
+            # before any work: an export that would replace a file of the user's fails this file only
+            check_replaceable(export_paths(args.out, formats, stems[-1]), inputs=[file], overwrite=args.overwrite)
             probe(file)  # a bad file fails here, before any work
             ckpt = None if args.no_resume else Checkpoint(Path(args.out), file, loaded.info.to_dict(), options,
                                                           stem=stems[-1])
@@ -124,12 +130,16 @@ def run(args: argparse.Namespace) -> int:
             transcript = transcriber.transcribe(file, progress=line,
                                                 on_segment=None if args.quiet else line.print_segment,
                                                 resume=resume, on_window=ckpt.save if ckpt else None)
-            written = export(transcript, args.out, formats, stem=stems[-1])
+            written = export(transcript, args.out, formats, stem=stems[-1], overwrite=args.overwrite)
             if ckpt:
                 ckpt.discard()
         except AudioError as e:
             failures += 1
             print(f"error: {e}", file=sys.stderr)
+            continue
+        except OverwriteRefused as e:
+            failures += 1
+            print(f"error: {file}: not transcribed: {e}", file=sys.stderr)
             continue
         except OSError as e:
             failures += 1

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.atomic import replace_dir
 from engine.ct2_format import CT2FormatError, CT2Model, read_model_bin
 
 log = logging.getLogger(__name__)
@@ -201,9 +202,7 @@ def import_ct2_folder(src: Path, dst: Path, *, model_bin: Path | None = None) ->
         tokenizer.save_pretrained(tmp)
         WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(tmp)
         (tmp / "import_source.json").write_text(json.dumps({"ct2_folder": str(src), "model_bin": str(bin_path)}, indent=2))
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
+        replace_dir(tmp, dst, lambda _: True, "model cache")  # our own cache folder (an incomplete import)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,6 +16,7 @@ from pathlib import Path, PurePath
 from typing import Any, NamedTuple
 
 from engine.atomic import atomic_write_text
+from engine.output_ledger import check_replaceable, record
 from engine.results import KVCacheBytes, ModelInfo, RunStats, Segment, Transcript
 
 log = logging.getLogger(__name__)
@@ -226,33 +227,43 @@ def unique_stem(audio_file: str | os.PathLike[str], taken: Collection[str]) -> s
 # --------------------------------------------------------------------------- export / import
 
 
+def export_paths(out_dir: str | os.PathLike[str], formats: str | Iterable[str], stem: str) -> list[Path]:
+    """Where `export` writes: `<out_dir>/<safe stem>.<fmt>` per format."""
+    directory = Path(out_dir)
+    name = safe_stem(stem)
+    paths = [directory / f"{name}.{fmt}" for fmt in parse_formats(formats)]
+    for path in paths:  # belt and braces: safe_stem already makes escaping impossible
+        if path.parent != directory or path.name in (".", ".."):
+            raise ValueError(f"refusing to write outside {directory}: {path}")
+    return paths
+
+
 def export(
     transcript: Transcript,
     out_dir: str | os.PathLike[str],
     formats: str | Iterable[str],
     stem: str | None = None,
+    *,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write `transcript` into `out_dir` once per format, atomically; return the written paths.
 
     The file name is `<stem>.<fmt>`, where `stem` defaults to the audio file's stem and is
     always passed through `safe_stem`. `out_dir` is created if missing. Everything is
-    rendered before the first write, so a rendering error writes nothing.
+    rendered and checked before the first write, so an error writes nothing. A file that
+    exists is replaced only when an earlier export wrote it and it is unchanged, or with
+    `overwrite`; the recording itself never (`engine.output_ledger`, raises `OverwriteRefused`).
     """
     fmts = parse_formats(formats)
-    directory = Path(out_dir)
-    name = safe_stem(stem_for(transcript.file) if stem is None else stem)
-    rendered = [(fmt, render(transcript, fmt)) for fmt in fmts]
-    directory.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for fmt, text in rendered:
-        path = directory / f"{name}.{fmt}"
-        # Belt and braces: safe_stem already makes escaping impossible.
-        if path.parent != directory or path.name in (".", ".."):
-            raise ValueError(f"refusing to write outside {directory}: {path}")
+    paths = export_paths(out_dir, fmts, stem_for(transcript.file) if stem is None else stem)
+    rendered = [render(transcript, fmt) for fmt in fmts]
+    check_replaceable(paths, inputs=[transcript.file], overwrite=overwrite)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    for path, text in zip(paths, rendered):
         atomic_write_text(path, text)
-        written.append(path)
-    log.info("exported %s to %s", ", ".join(p.name for p in written), directory)
-    return written
+    record(paths)
+    log.info("exported %s to %s", ", ".join(p.name for p in paths), paths[0].parent)
+    return paths
 
 
 def _model_from_dict(d: dict[str, Any]) -> ModelInfo:

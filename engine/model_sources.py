@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from engine.ct2_import import import_ct2_folder, is_ct2_folder
 from engine.cuda_allocator import prefer_expandable_segments
 from engine.generation_settings import GenerationSettings, settings_from_model
 from engine.results import ModelInfo
+from engine.user_dirs import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,6 @@ class LoadedModel:
     @property
     def n_mels(self) -> int:
         return self.settings.n_mels
-
-
-def cache_dir() -> Path:
-    """Where imported models live; WHISPER_MLA_CACHE overrides (tests, portable installs)."""
-    env = os.environ.get("WHISPER_MLA_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("whisper-mla", appauthor=False))
 
 
 def frozen_models_dir() -> Path | None:
@@ -250,8 +240,10 @@ def resolve_model(spec: str | None = None, device: str | torch.device | None = "
         kv_mode = mla_config.describe() if hasattr(mla_config, "describe") else "mla"
         mla_extra = {"mla": mla_config.to_dict()} if hasattr(mla_config, "to_dict") else {}
     else:
+        # use_kernels=False: transformers >= 5.25 kernelizes by default with layers from the hub's
+        # `kernels` package; the engine never fetches code from a hub, and the bundle leaves it out.
         model = WhisperForConditionalGeneration.from_pretrained(
-            folder, dtype=dtype, use_safetensors=True, local_files_only=True
+            folder, dtype=dtype, use_safetensors=True, local_files_only=True, use_kernels=False
         ).to(dev)
         kv_mode = "stock"
     model.eval()

@@ -132,11 +132,12 @@ class JobController(QObject):
         info = ModelInfo(source=self.choice.source, name=self.choice.source_text(), multilingual=False)
         return Transcript(str(job.path), job.duration_s or 0.0, None, info, list(job.segments), complete=False)
 
-    def export(self, job: Job, formats, out_dir: Path | None = None) -> list[Path]:
+    def export(self, job: Job, formats, out_dir: Path | None = None, *, overwrite: bool = False) -> list[Path]:
+        """Write the job's transcript; raises `OverwriteRefused` rather than replace a file that is not ours."""
         transcript = self.transcript_of(job)
         if transcript is None:
             raise ValueError(f"{job.name} has no transcript yet")
-        return export(transcript, out_dir or self.output_dir, formats, stem=self._stem(job))
+        return export(transcript, out_dir or self.output_dir, formats, stem=self._stem(job), overwrite=overwrite)
 
     def _stem(self, job: Job) -> str:
         """The audio file's stem, made unique among this session's jobs (same name, other folder)."""

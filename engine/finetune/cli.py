@@ -103,6 +103,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
+    from engine.mla.storage import check_model_out
+
+    try:
+        check_model_out(args.out)  # before any work: a folder of the user's is never emptied
+    except OSError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
     if args.labels:
         if len(args.audio) != 1 or not Path(args.audio[0]).is_dir():
             sys.stderr.write("error: with --labels, --audio takes one folder of audio + same-stem .txt files\n")
@@ -133,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                 f"checkpoint saved in {args.out}.finetune, best weights so far in {args.out}")
         sys.stderr.write(f"interrupted: {kept} (continue with --resume)\n")
         return 130
-    except (LabelledFolderError, ModelSourceError, ValueError, FileNotFoundError) as e:
+    except (LabelledFolderError, ModelSourceError, ValueError, OSError) as e:
         sys.stderr.write(f"error: {e}\n")
         return 1
     if soup:

@@ -73,7 +73,7 @@ def teacher_id(loaded) -> str:
 
 
 def default_cache_root() -> Path:
-    from engine.model_sources import cache_dir
+    from engine.user_dirs import cache_dir
 
     return cache_dir() / "finetune-teacher"
 

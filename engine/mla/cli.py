@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from engine.mla.convert import convert_model
-    from engine.mla.storage import save_mla_model
+    from engine.mla.storage import check_model_out, save_mla_model
     from engine.model_sources import ModelSourceError, resolve_model
 
     modules = tuple(args.modules)
@@ -102,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not modules and not args.exact_cross:
         sys.stderr.write("error: nothing to convert (--modules none without --exact-cross)\n")
+        return 2
+    try:
+        check_model_out(args.out)  # before any work: a folder of the user's is never emptied
+    except OSError as e:
+        sys.stderr.write(f"error: {e}\n")
         return 2
     try:
         calib = recordings(args.calibrate) if args.calibrate else None
@@ -125,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    out = save_mla_model(loaded.model, cfg, args.out, tokenizer=loaded.tokenizer, extra_files_from=loaded.folder,
-                         dtype=getattr(torch, args.save_dtype))
+    try:
+        out = save_mla_model(loaded.model, cfg, args.out, tokenizer=loaded.tokenizer, extra_files_from=loaded.folder,
+                             dtype=getattr(torch, args.save_dtype))
+    except OSError as e:
+        sys.stderr.write(f"error: {args.out}: the model was not saved ({e.strerror or e}); nothing was left there\n")
+        return 1
     sys.stdout.write(f"{out}: {cfg.describe(loaded.model.config.d_model)}\n")
     return 0

@@ -17,19 +17,26 @@ from pathlib import Path
 
 import torch
 
+from engine.atomic import check_replaceable_dir, replace_dir
 from engine.mla.config import MLAConfig
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
 MLA_CONFIG = "mla_config.json"
-TIED = "proj_out.weight"  # tied to model.decoder.embed_tokens.weight in Whisper
+TIED = "proj_out.weight"
+MODEL_FOLDER = "Whisper-MLA model folder"  # tied to model.decoder.embed_tokens.weight in Whisper
 
 
 def is_mla_dir(path: str | Path) -> bool:
     """True for a folder written by `save_mla_model`."""
     p = Path(path)
     return (p / MLA_CONFIG).is_file() and (p / WEIGHTS).is_file() and (p / "config.json").is_file()
+
+
+def check_model_out(path: str | Path) -> None:
+    """Refuse (OutputDirError) an output folder that is neither new, empty nor a Whisper-MLA model folder."""
+    check_replaceable_dir(Path(path), is_mla_dir, MODEL_FOLDER)
 
 
 def _state_for_saving(model, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -66,6 +73,7 @@ def save_mla_model(model, mla_config: MLAConfig, out_dir: str | Path, *, tokeniz
     from safetensors.torch import save_file
 
     out = Path(out_dir)
+    check_model_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -81,9 +89,7 @@ def save_mla_model(model, mla_config: MLAConfig, out_dir: str | Path, *, tokeniz
         if extra_files_from is not None:
             _copy_support_files(Path(extra_files_from), tmp)
         _make_readable(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        replace_dir(tmp, out, is_mla_dir, MODEL_FOLDER)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import atomic, export
+from engine.output_ledger import record
 from engine.atomic import OutputDirError, atomic_write_bytes, atomic_write_text, check_writable_dir
 from engine.export import FORMATS, format_timestamp, load_json, parse_formats, render, safe_stem
 from engine.results import KVCacheBytes, ModelInfo, RunStats, Segment, Transcript
@@ -468,6 +469,7 @@ def test_crash_during_data_write_keeps_previous_content(tmp_path: Path, monkeypa
 def test_export_crash_on_second_format_leaves_old_file_intact(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "talk.srt").write_text("old srt\n", encoding="utf-8")
+    record([tmp_path / "talk.srt"])  # an earlier export's file: ours to replace
     real_replace = os.replace
     calls: list[str] = []
 

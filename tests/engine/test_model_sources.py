@@ -75,3 +75,13 @@ def test_cudnn_attention_is_switched_off_for_cuda_models():
         assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
     finally:
         torch.backends.cuda.enable_cudnn_sdp(before)
+
+
+def test_loads_without_the_kernels_package(monkeypatch):
+    """The bundle leaves out `kernels` (hub kernels, which transformers >= 5.25 turns on by default):
+    a load must not ask for it (issue 27: the frozen CLI died with "Kernels are not available")."""
+    import transformers.modeling_utils as mu
+
+    monkeypatch.setattr(mu, "is_kernels_available", lambda *a, **k: False)
+    loaded = resolve_model(None, device="cpu")
+    assert not getattr(loaded.model, "use_kernels", False)
