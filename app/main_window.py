@@ -370,7 +370,7 @@ class MainWindow(QMainWindow):
         if self.compare_window is None:
             self.compare_window = CompareWindow(self.settings, self)
         self.compare_window.set_file(path)
-        self.compare_window.set_choice(self.model_panel.with_mla())
+        self.compare_window.set_choice(self.model_panel.compare_choice())
         self.compare_window.show()
         self.compare_window.raise_()
         self.compare_window.activateWindow()

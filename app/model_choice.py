@@ -13,6 +13,7 @@ from typing import Any
 
 BUNDLED_MODELS = ("tiny.en", "base")  # mirrors engine.model_sources.BUNDLED without importing torch here
 DEFAULT_MODEL = "tiny.en"
+KV_MODES = ("compressed", "stock", "mla")  # compressed: engine.mla.exact_latent, the product's default
 KV_PRESETS = (0.75, 0.875)  # KV reduction 1 - r/2d: r = d/2 and r = d/4
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -20,7 +21,7 @@ DEVICES = ("auto", "cpu", "cuda")
 @dataclass(frozen=True)
 class ModelChoice:
     source: str = DEFAULT_MODEL  # bundled name, model folder or hub id
-    kv_mode: str = "stock"  # "stock" or "mla"
+    kv_mode: str = "compressed"  # "compressed" (exact, the default), "stock" or "mla" (a deeper conversion)
     kv_reduction: float | None = 0.75  # used when kv_mode == "mla" and rank is None
     rank: int | None = None  # custom latent rank (overrides kv_reduction)
     exact_cross: bool = False  # cache-free exact cross-attention (MLA mode only)
@@ -47,7 +48,7 @@ class ModelChoice:
             choice = replace(base, **clean)
         except TypeError:
             return base
-        if choice.kv_mode not in ("stock", "mla") or choice.device not in DEVICES:
+        if choice.kv_mode not in KV_MODES or choice.device not in DEVICES:
             return base
         try:
             beam = max(1, min(16, int(choice.beam_size)))
@@ -73,9 +74,11 @@ class ModelChoice:
         return f"{short}-mla-{self.kv_text().replace('%', 'pct').replace(' ', '')}-{digest}"
 
     def kv_text(self) -> str:
-        """'stock', 'MLA 87.5%', 'MLA r=64' (+ exact cross)."""
+        """'compressed (exact)', 'stock', 'MLA 87.5%', 'MLA r=64' (+ exact cross)."""
         if not self.is_mla:
-            return "MLA (folder)" if is_mla_folder(self.source) else "stock"
+            if is_mla_folder(self.source):
+                return "MLA (folder)"
+            return "compressed (exact)" if self.kv_mode == "compressed" else "stock"
         core = f"MLA r={self.rank}" if self.rank else f"MLA {100 * (self.kv_reduction or 0):g}%"
         return core + (" + exact cross" if self.exact_cross else "")
 
@@ -84,6 +87,11 @@ class ModelChoice:
         if self.source in BUNDLED_MODELS or _is_hub_id(self.source):
             return self.source
         return PurePath(self.source.replace("\\", "/")).name or self.source
+
+    @property
+    def kv_cache(self) -> str:
+        """What `engine.model_sources.resolve_model(kv_cache=...)` is asked for this choice's source."""
+        return "compressed" if self.kv_mode == "compressed" else "stock"
 
     def label(self) -> str:
         return f"{self.source_text()} · {self.kv_text()}"

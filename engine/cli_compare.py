@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="stock model: bundled name, folder or hub id (default tiny.en)")
     mla = p.add_mutually_exclusive_group()
     mla.add_argument("--mla", default=None, metavar="DIR", help="a saved Whisper-MLA folder (whisper-mla convert)")
-    mla.add_argument("--kv-reduction", type=_reduction, default=0.75,
-                     help="convert the stock model in process to this KV reduction (default 0.75)")
+    mla.add_argument("--kv-reduction", type=_reduction, default=None,
+                     help="convert the stock model in process to this KV reduction, calibrated (e.g. 0.75); "
+                          "default: the compressed default mode (exact: same transcript, far smaller caches)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--batch-size", type=_batch, default=1, help="windows decoded at once, or 'auto'")
@@ -94,6 +95,8 @@ def summary_table(report: dict) -> str:
     if report.get("wer_mla_vs_stock") is not None:
         changed = sum(1 for op in report.get("word_diff", []) if op["op"] != "equal")
         lines.append(f"WER of MLA against stock: {_pct(report['wer_mla_vs_stock'])} ({changed} differing stretches)")
+    for part in report.get("mla_parts", []):
+        lines.append(f"MLA side, {part}")
     if not report.get("complete", True):
         lines.append("incomplete: cancelled or stopped early")
     return "\n".join(lines)

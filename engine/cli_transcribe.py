@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files, or folders (searched recursively)")
     p.add_argument("--model", default=None, help="bundled name (tiny.en, base), model folder or hub id; default tiny.en")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--kv-cache", default="compressed", choices=("compressed", "stock"),
+                   help="compressed (default): exact, half the self-attention cache and no cross-attention cache, "
+                        "same transcript as stock; stock: Whisper's own cache. A Whisper-MLA folder runs as converted")
     p.add_argument("--format", default="txt,srt,vtt,json", help="comma-separated: txt,srt,vtt,json")
     p.add_argument("--out", default=".", help="output folder (default: current folder)")
     p.add_argument("--beam-size", type=int, default=1, help="1 = greedy (default); 5 = beam search like openai-whisper")
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.transcribe import Transcriber, TranscribeOptions
 
     try:
-        loaded = resolve_model(args.model, device=args.device)
+        loaded = resolve_model(args.model, device=args.device, kv_cache=args.kv_cache)
     except ModelSourceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ import torch
 from engine.audio import probe
 from engine.memory.probes import MemorySample, rss_bytes
 from engine.memory.sampler import MemorySampler
+from engine.mla.config import MLAConfig
 from engine.model_sources import LoadedModel, resolve_model
 from engine.results import ModelInfo, Progress, RunStats, Segment
 from engine.transcribe import CancelToken, Transcriber, TranscribeOptions
@@ -131,7 +132,13 @@ class ComparisonReport:
             "wer_mla_vs_reference": r(self.wer_mla_vs_reference),
             "kv_saving": self.kv_saving.to_dict() if self.kv_saving else None,
             "word_diff": [w.to_dict() for w in self.word_diff],
+            "mla_parts": self.mla_parts(),
         }
+
+    def mla_parts(self) -> list[str]:
+        """Which parts of the MLA side are exact and which approximate (empty for a stock model)."""
+        cfg = self.mla.model.extra.get("mla") if self.mla else None
+        return MLAConfig.from_dict(cfg).exactness() if isinstance(cfg, dict) else []
 
 
 # -- pieces ---------------------------------------------------------------------------------
@@ -180,6 +187,18 @@ def convert_in_process(stock: LoadedModel, kv_reduction: float, *, copy_model: b
     return replace(stock, model=model, info=info)
 
 
+def compress_in_process(stock: LoadedModel, *, copy_model: bool = True) -> LoadedModel:
+    """The default compressed mode of `stock` (exact: the same transcript, far smaller caches)."""
+    from engine.mla.exact_latent import compress_exact, kv_mode_text
+
+    model = copy.deepcopy(stock.model) if copy_model else stock.model
+    cfg = compress_exact(model, source=stock.info.source)
+    info = ModelInfo(source=stock.info.source, name=f"{stock.info.name} (compressed)",
+                     multilingual=stock.info.multilingual, kv_mode=kv_mode_text(cfg, model.config.d_model),
+                     extra={"kind": "compressed-in-process", "mla": cfg.to_dict()})
+    return replace(stock, model=model, info=info)
+
+
 def _options(loaded: LoadedModel, beam_size: int, batch_size: int | str, duration_s: float) -> TranscribeOptions:
     if batch_size == "auto":
         from engine.batching import choose_batch_size
@@ -213,7 +232,7 @@ def run_comparison(
     *,
     stock_spec: str | LoadedModel | None = None,
     mla_spec: str | LoadedModel | None = None,
-    kv_reduction: float = 0.75,
+    kv_reduction: float | None = None,
     device: str = "cpu",
     beam_size: int = 1,
     batch_size: int | str = 1,
@@ -227,8 +246,9 @@ def run_comparison(
 
     `stock_spec`: any `resolve_model` spec (default tiny.en) or an already loaded model.
     `mla_spec`: a saved MLA folder (or loaded MLA model); when None the stock model is
-    converted in process at `kv_reduction` (calibrated init, default calibration audio),
-    in place when this function loaded it itself, on a copy otherwise. `batch_size` may be
+    converted in process, in place when this function loaded it itself, on a copy otherwise:
+    to the default compressed mode (exact, `engine.mla.exact_latent`) when `kv_reduction` is
+    None, else calibrated at `kv_reduction` (default calibration audio). `batch_size` may be
     "auto" (chosen per model by `engine.batching`, so MLA may get a larger batch).
     Callbacks get the run label ("stock" / "mla") first; `on_sample` runs on the sampler thread.
     """
@@ -246,6 +266,8 @@ def run_comparison(
         mla = mla_spec
     elif mla_spec is not None:
         mla = resolve_model(mla_spec, device=device)
+    elif kv_reduction is None:
+        mla = compress_in_process(stock, copy_model=not owned)
     else:
         mla = convert_in_process(stock, kv_reduction, copy_model=not owned)
     if getattr(mla.model, "mla_config", None) is None:

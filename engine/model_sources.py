@@ -222,10 +222,17 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 def resolve_model(spec: str | None = None, device: str | torch.device | None = "cpu",
-                  dtype: torch.dtype | None = None) -> LoadedModel:
-    """Turn a model spec into a ready model on `device` (see the module docstring)."""
+                  dtype: torch.dtype | None = None, kv_cache: str = "stock") -> LoadedModel:
+    """Turn a model spec into a ready model on `device` (see the module docstring).
+
+    `kv_cache="compressed"` (what the CLI and the app run by default) gives a stock model the
+    exact compressed cache at load time (`engine.mla.exact_latent`); "stock" loads it as
+    transformers runs it. A Whisper-MLA folder loads as it was converted, whichever is asked.
+    """
     from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
 
+    if kv_cache not in ("compressed", "stock"):
+        raise ModelSourceError(f"unknown KV cache mode {kv_cache!r}: choose compressed or stock")
     spec = spec or DEFAULT_MODEL
     dev = pick_device(device)
     dtype = dtype or default_dtype(dev)
@@ -246,6 +253,12 @@ def resolve_model(spec: str | None = None, device: str | torch.device | None = "
             folder, dtype=dtype, use_safetensors=True, local_files_only=True, use_kernels=False
         ).to(dev)
         kv_mode = "stock"
+        if kv_cache == "compressed":
+            from engine.mla.exact_latent import compress_exact, kv_mode_text
+
+            cfg = compress_exact(model, source=spec)
+            kv_mode = kv_mode_text(cfg, model.config.d_model)
+            mla_extra = {"mla": cfg.to_dict()}
     model.eval()
     if dev.type == "cuda":
         avoid_cudnn_attention()

@@ -30,7 +30,7 @@ class CompareWindow(QWidget):
         self.settings = settings
         self.setWindowTitle(f"{APP_NAME} — stock Whisper vs Whisper-MLA")
         self.path: Path | None = None
-        self.choice = ModelChoice(kv_mode="mla")
+        self.choice = ModelChoice()  # the default compressed mode
         self.runner = CompareRunner(settings.models_dir, self)
         self.report: dict | None = None
         self.samples_seen: dict[str, int] = {"stock": 0, "mla": 0}

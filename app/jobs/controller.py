@@ -21,8 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def kv_label(source_text: str, kv_mode: str) -> str:
-    """'tiny.en · stock', 'tiny.en · MLA decoder-self r=96 (87.5%)'."""
-    kv = "stock" if kv_mode == "stock" else "MLA " + kv_mode.replace("mla ", "")
+    """'tiny.en · compressed (exact)', 'tiny.en · stock', 'tiny.en · MLA decoder-self r=96 (87.5%)'."""
+    if kv_mode.startswith("compressed"):
+        kv = "compressed (exact)"
+    else:
+        kv = "stock" if kv_mode == "stock" else "MLA " + kv_mode.replace("mla ", "")
     return f"{source_text} · {kv}"
 
 

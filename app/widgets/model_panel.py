@@ -38,8 +38,15 @@ class ModelPanel(QGroupBox):
         self.add_hub.setToolTip("Use a Hugging Face hub model, e.g. openai/whisper-small (downloads once)")
         self.add_hub.setAccessibleName("Add hub model")
         self.cache = QComboBox()
+        self.cache.addItem("Compressed, exact (default)", "compressed")
         self.cache.addItem("Stock Whisper (full KV cache)", "stock")
-        self.cache.addItem("Whisper-MLA (compressed KV cache)", "mla")
+        self.cache.addItem("Whisper-MLA, smaller (converted)", "mla")
+        self.cache.setItemData(0, "Half the self-attention cache and no cross-attention cache, made from the "
+                                  "model's own weights when it loads: the same transcript as stock Whisper",
+                               Qt.ItemDataRole.ToolTipRole)
+        self.cache.setItemData(2, "A deeper latent (75% or 87.5% smaller self-attention cache) made by a "
+                                  "calibrated conversion: saves more, may change some words",
+                               Qt.ItemDataRole.ToolTipRole)
         self.cache.setAccessibleName("KV cache mode")
         self.preset = QComboBox()
         for value, text in PRESETS:
@@ -238,6 +245,7 @@ class ModelPanel(QGroupBox):
         if not self._loading:
             self.changed.emit(self.choice())
 
-    def with_mla(self) -> ModelChoice:
-        """The current choice with MLA switched on (what "Convert" and the comparison use)."""
-        return replace(self.choice(), kv_mode="mla")
+    def compare_choice(self) -> ModelChoice:
+        """What the comparison runs against stock: the current cache mode, or the default when stock is chosen."""
+        c = self.choice()
+        return replace(c, kv_mode="compressed") if c.kv_mode == "stock" else c

@@ -29,7 +29,7 @@ class ModelCache:
         from engine.model_sources import resolve_model
 
         stage(f"Loading {choice.source_text()}")
-        self._loaded = resolve_model(spec, device=choice.device)
+        self._loaded = resolve_model(spec, device=choice.device, kv_cache=choice.kv_cache)
         self._key = key
         self.loads += 1
         return self._loaded

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MODULE_KINDS = ("decoder-self", "cross", "encoder-self")
-INIT_KINDS = ("svd", "calibrated")
+INIT_KINDS = ("svd", "calibrated", "exact")  # exact: rank d, W_dkv = I (engine.mla.exact_latent)
 FORMAT_VERSION = 1
 
 
@@ -67,6 +67,19 @@ class MLAConfig:
         if self.exact_cross:
             parts.append("exact cross")
         return " + ".join(parts) if parts else "stock"
+
+    def exactness(self) -> list[str]:
+        """Per attention kind, whether this conversion is exact or an approximation (for reports)."""
+        lines = []
+        for kind in self.modules:
+            if self.init == "exact":
+                lines.append(f"{kind}: exact (caches the layer input, rank d: half of stock's K + V)")
+            else:
+                rs = "/".join(str(r) for r in sorted(set(self.ranks.get(kind, [])))) or "?"
+                lines.append(f"{kind}: approximate (latent rank {rs}, {self.init} factorisation)")
+        if self.exact_cross:
+            lines.append("cross: exact (attends over the encoder output, no cache)")
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -277,7 +277,12 @@ def apply_structure(model, cfg: MLAConfig) -> None:
         if len(ranks) != len(slots):
             raise ValueError(f"{kind}: {len(ranks)} ranks recorded for {len(slots)} layers")
         for (_, layer, attr), r in zip(slots, ranks):
-            setattr(layer, attr, MLAAttention.like(getattr(layer, attr), r))
+            if cfg.init == "exact":  # a saved default-mode model: the identity down-projection has no weights
+                from engine.mla.exact_latent import ExactLatentAttention
+
+                setattr(layer, attr, ExactLatentAttention.shaped_like(getattr(layer, attr)))
+            else:
+                setattr(layer, attr, MLAAttention.like(getattr(layer, attr), r))
     if cfg.exact_cross:
         for _, layer, attr in _slots(model, "cross"):
             setattr(layer, attr, ExactCrossAttention.like(getattr(layer, attr)))

@@ -37,7 +37,8 @@ def test_report_schema(comparison, tiny):
     assert getattr(tiny.model, "mla_config", None) is None  # the caller's model was not converted
     d = json.loads(json.dumps(report.to_dict()))  # JSON-able
     assert set(d) == {"file", "duration", "conditions", "complete", "stock", "mla", "wer_mla_vs_stock",
-                      "wer_stock_vs_reference", "wer_mla_vs_reference", "kv_saving", "word_diff"}
+                      "wer_stock_vs_reference", "wer_mla_vs_reference", "kv_saving", "word_diff", "mla_parts"}
+    assert d["mla_parts"] == ["decoder-self: approximate (latent rank 192, calibrated factorisation)"]
     assert d["complete"] is True and d["duration"] == pytest.approx(2.085, abs=0.05)
     for label in ("stock", "mla"):
         run = d[label]
@@ -131,3 +132,15 @@ def test_cli_rejects_bad_input(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
 
+
+
+def test_compare_defaults_to_the_exact_compressed_mode(tiny, data_dir):
+    """No MLA folder and no --kv-reduction: the MLA side is the product's default mode, exact by construction."""
+    report = run_comparison(data_dir / f"{CLIP}.flac", stock_spec=tiny)
+    d = report.to_dict()
+    assert d["mla"]["model"]["kv_mode"].startswith("compressed (exact)")
+    assert d["mla_parts"] == ["decoder-self: exact (caches the layer input, rank d: half of stock's K + V)",
+                              "cross: exact (attends over the encoder output, no cache)"]
+    assert d["mla"]["text"] == d["stock"]["text"] and d["wer_mla_vs_stock"] == 0
+    stock_kv, mla_kv = d["stock"]["kv_cache_peak_bytes"], d["mla"]["kv_cache_peak_bytes"]
+    assert mla_kv["cross"] == 0 and 2 * mla_kv["self"] == stock_kv["self"]
