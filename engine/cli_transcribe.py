@@ -19,6 +19,7 @@ from engine.batching import choose_batch_size, parse_batch_size
 from engine.media_files import expand
 from engine.model_sources import ModelSourceError
 from engine.results import Progress, Segment
+from engine.speech_coverage import describe_gaps
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
             continue
         finally:
             line.clear()
+        if transcript.uncovered_speech:  # said even with --quiet: this is speech the transcript lacks
+            print(f"warning: {file}: speech without text at {describe_gaps(transcript.uncovered_speech)} "
+                  f"(decoded again on its own, still nothing; listed as uncovered_speech in the JSON)", file=sys.stderr)
         stats = transcript.stats
         if not args.quiet and stats:
             print(f"{file}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s (RTF {stats.rtf:.3f}); "

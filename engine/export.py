@@ -312,6 +312,8 @@ def transcript_from_dict(d: dict[str, Any]) -> Transcript:
         segments=[Segment.from_dict(s) for s in d.get("segments", [])],
         stats=_stats_from_dict(stats, duration) if stats else None,
         complete=bool(d.get("complete", True)),
+        uncovered_speech=None if not isinstance(d.get("uncovered_speech"), list) else
+        [(float(g["start"]), float(g["end"])) for g in d["uncovered_speech"]],
     )
 
 

@@ -141,6 +141,9 @@ class Transcript:
     segments: list[Segment]
     stats: RunStats | None = None
     complete: bool = True  # False when cancelled or failed part-way
+    # (start, end) seconds of speech the VAD found and no segment covers, even after decoding them
+    # again on their own; None when the check did not run (off, cancelled, or no VAD installed)
+    uncovered_speech: list[tuple[float, float]] | None = None
 
     @property
     def text(self) -> str:
@@ -156,4 +159,6 @@ class Transcript:
             "segments": [s.to_dict() for s in self.segments],
             "stats": self.stats.to_dict() if self.stats else None,
             "complete": self.complete,
+            "uncovered_speech": None if self.uncovered_speech is None else
+            [{"start": round(a, 3), "end": round(b, 3)} for a, b in self.uncovered_speech],
         }

@@ -48,6 +48,7 @@ class TranscribeOptions:
     initial_prompt: str | None = None
     batch_size: int = 1  # > 1: decode consecutive windows together (no seek, no conditioning)
     without_timestamps: bool = False
+    check_speech: bool = True  # after decoding, decode again any VAD speech left without text (speech_coverage)
 
 
 CONTEXT_TOKENS = 224  # the decoder prompt keeps at most half its context of previous text
@@ -87,6 +88,7 @@ class _RunState:
     peak_rss: int = 0
     language: str | None = None
     duration: float = 0.0
+    uncovered: list[tuple[float, float]] | None = None  # None: the speech check did not run
 
     def sample_rss(self) -> None:
         self.peak_rss = max(self.peak_rss, psutil.Process().memory_info().rss)
@@ -124,6 +126,8 @@ class Transcriber:
             self._state.duration = reader.info.duration_s
             loop = self._batched if self.options.batch_size > 1 else self._sequential
             yield from loop(reader, progress, cancel)
+            if self.options.check_speech and not (cancel and cancel.cancelled):
+                yield from self._recover_speech(path, reader, cancel)
             self._state.duration = reader.total_samples / SAMPLE_RATE if reader.exhausted else reader.info.duration_s
         self._state.sample_rss()
 
@@ -138,11 +142,12 @@ class Transcriber:
         for seg in self.segments(path, progress, cancel, resume, on_window):
             if on_segment:
                 on_segment(seg)
-        segments = list(self.point.segments)
+        segments = sorted(self.point.segments, key=lambda seg: seg.start)  # recovered speech goes in its place
         complete = not (cancel and cancel.cancelled)
         duration = self._state.duration
         return Transcript(file=str(path), duration=duration, language=self._state.language,
-                          model=self.loaded.info, segments=segments, stats=self.run_stats(duration), complete=complete)
+                          model=self.loaded.info, segments=segments, stats=self.run_stats(duration), complete=complete,
+                          uncovered_speech=self._state.uncovered)
 
     def run_stats(self, audio_s: float) -> RunStats:
         st = self._state
@@ -306,6 +311,50 @@ class Transcriber:
                                              to_cpu=to_cpu, state=self._oom):
             results.extend(part)
         return results
+
+    # -- speech left without text ---------------------------------------------------------------
+    def _recover_speech(self, path, reader: AudioReader, cancel) -> Iterator[Segment]:
+        """Decode again, on its own, each stretch of VAD speech that no segment covers; note what stays empty."""
+        from engine.speech_coverage import uncovered
+        from engine.vad import VadUnavailable, speech_regions
+
+        try:
+            regions = speech_regions(path)
+        except VadUnavailable as e:
+            log.warning("%s: speech coverage not checked: %s", path, e)
+            return
+        still: list[tuple[float, float]] = []
+        for gap in uncovered(regions, self.point.segments):
+            if cancel and cancel.cancelled:
+                return
+            log.info("%s: %.1f-%.1f s is speech without text; decoding it on its own", path, gap.start, gap.end)
+            found = list(self._decode_stretch(reader, gap.start, gap.end))
+            for seg in found:
+                yield self._emit(replace(seg, id=self.point.next_id))
+            if not found:
+                log.warning("%s: %.1f-%.1f s sounds like speech but gave no text", path, gap.start, gap.end)
+                still.append((round(gap.start, 3), round(gap.end, 3)))
+        self._state.uncovered = still
+        if self._on_window:
+            self._on_window(self.point)
+
+    def _decode_stretch(self, reader: AudioReader, start_s: float, end_s: float) -> Iterator[Segment]:
+        """Segments of [start_s, end_s] decoded in windows of at most 30 s, without the prompt, with fallback."""
+        pad = 0.25
+        first = max(0, int((start_s - pad) * FRAMES_PER_SECOND))
+        last = min(_frames(reader), int((end_s + pad) * FRAMES_PER_SECOND) + 1)
+        while first < last:
+            n = min(N_FRAMES, last - first)
+            audio = reader.read(first * HOP_LENGTH, n * HOP_LENGTH)
+            if not is_digital_silence(audio):
+                enc = self.decoder.encode(self._mel([audio], zero_tail=True))
+                result = self._decode_with_fallback(enc, None, seed=first)
+                if not self._is_silence(result):
+                    for seg in self._window_segments(result, first, n, self.point.next_id):
+                        inside = min(seg.end, end_s) - max(seg.start, start_s)
+                        if inside >= 0.5 * (seg.end - seg.start):  # not a neighbour's words again
+                            yield seg
+            first += n
 
     def _fall_back_to_cpu(self) -> None:
         peak = self.decoder.kv_peak

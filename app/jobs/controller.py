@@ -15,6 +15,7 @@ from app.model_choice import ModelChoice
 from app.worker import protocol as P
 from app.worker.client import WorkerClient
 from engine.export import FORMATS, export, transcript_from_dict, unique_stem
+from engine.speech_coverage import describe_gaps
 from engine.results import ModelInfo, Progress, Segment, Transcript
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,9 @@ class JobController(QObject):
             job.segments = list(job.transcript.segments)
             job.fraction, job.eta_s = 1.0, None
             job.status = Status.DONE
+            if job.transcript.uncovered_speech:
+                self.notice.emit(f"{job.name}: speech without text at {describe_gaps(job.transcript.uncovered_speech)}"
+                                 " (decoded again on its own, still nothing)")
             self._autosave(job)
             self._finish(job, Status.DONE)
         elif kind == P.CANCELLED:

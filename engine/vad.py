@@ -1,0 +1,75 @@
+"""Where speech is: Silero VAD (its model ships inside the `silero-vad` wheel; nothing is downloaded).
+
+The file is read in bounded blocks (`engine.audio.iter_chunks`), so an hours-long recording
+never sits in memory whole; regions that touch a block boundary are joined.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+
+from engine.audio import iter_chunks
+from engine.features import SAMPLE_RATE
+from engine.speech_coverage import SpeechRegion
+
+log = logging.getLogger(__name__)
+
+BLOCK_S = 600.0  # seconds of audio handed to the VAD at once
+JOIN_GAP_S = 0.3  # regions split only by a block boundary (or a breath) count as one
+
+_model = None  # (TorchScript VAD, silero_vad.get_speech_timestamps), loaded once
+_lock = threading.Lock()
+
+
+class VadUnavailable(RuntimeError):
+    """The silero-vad package is missing or its model does not load; the message says how to fix it."""
+
+
+class _Threads:
+    """Run with `n` torch threads, then restore: silero_vad's import sets the whole process to one thread,
+    and its frame-by-frame network runs fastest on one, but decoding must keep the user's thread count."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.saved = n, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.saved)
+
+
+def _vad():
+    global _model
+    with _lock, _Threads(torch.get_num_threads()):
+        if _model is None:
+            try:
+                from silero_vad import get_speech_timestamps, load_silero_vad
+            except ImportError as e:
+                raise VadUnavailable(f"speech detection needs the silero-vad package ({e}): "
+                                     "pip install silero-vad") from None
+            _model = (load_silero_vad(), get_speech_timestamps)
+        return _model
+
+
+def speech_regions(path: str | Path, threshold: float = 0.5) -> list[SpeechRegion]:
+    """Speech regions of a file, in seconds from its start."""
+    model, get_speech_timestamps = _vad()
+    out: list[SpeechRegion] = []
+    offset = 0.0
+    for block in iter_chunks(path, BLOCK_S):
+        with torch.inference_mode(), _Threads(1):
+            stamps = get_speech_timestamps(torch.from_numpy(block), model, threshold=threshold,
+                                           sampling_rate=SAMPLE_RATE)
+        for s in stamps:
+            region = SpeechRegion(offset + s["start"] / SAMPLE_RATE, offset + s["end"] / SAMPLE_RATE)
+            if out and region.start - out[-1].end <= JOIN_GAP_S:
+                out[-1] = SpeechRegion(out[-1].start, region.end)
+            else:
+                out.append(region)
+        offset += len(block) / SAMPLE_RATE
+    log.debug("%s: %d speech regions, %.1f s of speech", path, len(out), sum(r.duration for r in out))
+    return out
