@@ -85,6 +85,7 @@ def test_cli_runs_the_compressed_mode_unless_stock_is_asked(tiny, sample_path, t
     for mode, args in (("compressed", ()), ("stock", ("--kv-cache", "stock"))):
         out = run_cli("transcribe", str(sample_path), "--format", "json", "--out", mode, "-q", *args, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
+        assert "Loading weights" not in out.stderr  # no third-party progress bars (issue 18, item 8)
         data = json.loads((tmp_path / mode / "jfk_inaugural_excerpt.json").read_text())
         assert data["model"]["kv_mode"].startswith("compressed (exact)" if mode == "compressed" else "stock")
         assert (data["stats"]["kv_cache_peak_bytes"]["cross"] == 0) == (mode == "compressed")
