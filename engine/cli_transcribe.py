@@ -17,7 +17,7 @@ from engine.output_ledger import OverwriteRefused, check_replaceable
 from engine.atomic import check_writable_dir
 from engine.batching import choose_batch_size, parse_batch_size
 from engine.media_files import expand
-from engine.model_sources import ModelSourceError
+from engine.model_sources import KV_CACHE_MODES, ModelSourceError
 from engine.results import Progress, Segment
 from engine.speech_coverage import describe_gaps
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio or video files, or folders (searched recursively)")
     p.add_argument("--model", default=None, help="bundled name (tiny.en, base), model folder or hub id; default tiny.en")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--kv-cache", default="compressed", choices=("compressed", "stock"),
+    p.add_argument("--kv-cache", default="compressed", choices=KV_CACHE_MODES,
                    help="compressed (default): exact, half the self-attention cache and no cross-attention cache, "
                         "same transcript as stock; stock: Whisper's own cache. A Whisper-MLA folder runs as converted")
     p.add_argument("--format", default="txt,srt,vtt,json", help="comma-separated: txt,srt,vtt,json")

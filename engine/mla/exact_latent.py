@@ -20,9 +20,6 @@ from engine.mla.cross import ExactCrossAttention
 
 log = logging.getLogger(__name__)
 
-KV_CACHE_MODES = ("compressed", "stock")
-DEFAULT_KV_CACHE = "compressed"
-
 
 class ExactLatentAttention(MLAAttention):
     """Decoder self-attention that caches its input h (rank d) and up-projects with W_k, W_v."""
@@ -65,8 +62,3 @@ def kv_mode_text(cfg: MLAConfig, d_model: int) -> str:
     """ModelInfo.kv_mode of the default mode: says it is the compressed default and that it is exact."""
     return f"compressed (exact): {cfg.describe(d_model)}"
 
-
-def check_kv_cache(mode: str) -> str:
-    if mode not in KV_CACHE_MODES:
-        raise ValueError(f"--kv-cache must be one of {', '.join(KV_CACHE_MODES)}, got {mode!r}")
-    return mode

@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
 MLA_CONFIG = "mla_config.json"
-TIED = "proj_out.weight"
-MODEL_FOLDER = "Whisper-MLA model folder"  # tied to model.decoder.embed_tokens.weight in Whisper
+TIED = "proj_out.weight"  # tied to model.decoder.embed_tokens.weight in Whisper
+MODEL_FOLDER = "Whisper-MLA model folder"
 
 
 def is_mla_dir(path: str | Path) -> bool:
