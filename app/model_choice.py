@@ -16,6 +16,7 @@ DEFAULT_MODEL = "tiny.en"
 KV_MODES = ("compressed", "stock", "mla")  # compressed: engine.mla.exact_latent, the product's default
 KV_PRESETS = (0.75, 0.875)  # KV reduction 1 - r/2d: r = d/2 and r = d/4
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_BEAM = 5  # mirrors engine.transcribe.DEFAULT_BEAM (beam search: why, there) without importing torch
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class ModelChoice:
     rank: int | None = None  # custom latent rank (overrides kv_reduction)
     exact_cross: bool = False  # cache-free exact cross-attention (MLA mode only)
     device: str = "auto"
-    beam_size: int = 1
+    beam_size: int = DEFAULT_BEAM
     language: str | None = None  # None: English for .en models, detected otherwise
 
     @property

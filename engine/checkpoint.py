@@ -18,7 +18,7 @@ from engine.export import safe_stem, stem_for
 from engine.transcribe import ResumePoint, TranscribeOptions
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: batched runs resume by batch (lanes of VAD chunks), not by window start
 
 
 def audio_fingerprint(path: Path) -> str:

@@ -3,7 +3,7 @@
 The algorithm follows openai-whisper's `decoding.py` (suppression, timestamp rules, beam
 search with patience, length-penalty ranking, no-speech probability), written against the
 transformers decoder so a stock and an MLA model run the same code. One `decode` call
-handles a batch of windows that share the same prompt.
+handles a batch of windows that share one prompt, or have one each of equal length.
 """
 from __future__ import annotations
 
@@ -160,8 +160,13 @@ class WindowDecoder:
 
     # -- the token loop ----------------------------------------------------------------------
     @torch.inference_mode()
-    def decode(self, enc: torch.Tensor, opts: DecodeOptions, prompt: list[int] | None = None) -> list[DecodeResult]:
-        """Decode each window of `enc` (batch, frames, d); returns one result per window."""
+    def decode(self, enc: torch.Tensor, opts: DecodeOptions,
+               prompt: list[int] | list[list[int]] | None = None) -> list[DecodeResult]:
+        """Decode each window of `enc` (batch, frames, d); returns one result per window.
+
+        `prompt` is the previous text: one token list for every window, or one list per window,
+        all of the same length (rows of one batch then need no padding and keep their positions).
+        """
         n_audio = enc.shape[0]
         if opts.temperature == 0 and opts.beam_size > 1:
             group = opts.beam_size
@@ -169,12 +174,17 @@ class WindowDecoder:
             group = max(1, opts.best_of)
         else:
             group = 1
-        initial, sot_index = self.initial_tokens(opts, prompt)
+        per_row = bool(prompt) and isinstance(prompt[0], list)
+        rows = [self.initial_tokens(opts, p) for p in (prompt if per_row else [prompt])]
+        if len({len(r[0]) for r in rows}) != 1 or (per_row and len(rows) != n_audio):
+            raise ValueError("per-window prompts must be one per window and of equal length")
+        initial, sot_index = rows[0]
         sample_begin = len(initial)
         max_new = opts.sample_len or self.s.max_target_positions // 2
         max_new = min(max_new, self.s.max_target_positions - sample_begin)
         device = enc.device
-        tokens = torch.tensor([initial], device=device).repeat(n_audio * group, 1)
+        tokens = torch.tensor([r[0] for r in rows], device=device)
+        tokens = tokens.repeat_interleave(group, dim=0) if per_row else tokens.repeat(n_audio * group, 1)
         cache = self.live_cache = new_cache()
         # Exact-cross MLA decoders read the (n, frames, d) output as is, and stock layers whose
         # K/V is filled here once per window no longer read it; otherwise a row per beam.

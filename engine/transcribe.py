@@ -4,11 +4,13 @@ Sequential mode is openai-whisper's algorithm: decode a window with timestamps, 
 seek position to the end of the last complete segment, optionally condition on the previous
 text, re-decode at higher temperature when the output looks like a loop (compression ratio)
 or is unlikely (average log-probability), and skip windows that are silence. Batched mode
-decodes several consecutive windows at once (no seek, no conditioning) for GPU throughput.
+decodes chunks of speech cut in the pauses a VAD finds (engine.speech_chunks), several at a
+time, each prompted with the text of the chunk before it in its lane.
 Audio is read through a bounded window buffer, so hours-long files use constant memory.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +27,7 @@ from engine.decoding import DecodeOptions, DecodeResult, WindowDecoder
 from engine.features import SAMPLE_RATE, FRAMES_PER_SECOND, HOP_LENGTH, INPUT_STRIDE, N_FRAMES, N_SAMPLES, TIME_PRECISION, log_mel
 from engine.model_sources import LoadedModel
 from engine.results import Progress, RunStats, Segment, Transcript
-from engine.window_cuts import quiet_cut
+from engine.speech_chunks import Chunk, deal_lanes, missed_speech, plan_chunks
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,15 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
-    batch_size: int = 1  # > 1: decode consecutive windows together (no seek, no conditioning)
+    batch_size: int = 1  # > 1: decode VAD chunks (speech cut in pauses) this many at once, no prompt
     without_timestamps: bool = False
     check_speech: bool = True  # after decoding, decode again any VAD speech left without text (speech_coverage)
 
 
+# The product's default beam (CLI and app): greedy is less accurate than faster-whisper's default (beam 5)
+# on two of the three dev sets; beam 5 is at or below it on all three (docs/measurements/batched-2026-12-07).
+# The library default stays greedy, as openai-whisper's transcribe() does.
+DEFAULT_BEAM = 5
 CONTEXT_TOKENS = 224  # the decoder prompt keeps at most half its context of previous text
 
 
@@ -58,22 +64,28 @@ CONTEXT_TOKENS = 224  # the decoder prompt keeps at most half its context of pre
 class ResumePoint:
     """Everything the loop needs to continue a file exactly where it stopped (checkpointed per window)."""
 
-    position: int = 0  # mel frames: the seek (sequential) or the next window start (batched)
+    position: int = 0  # mel frames: the seek (sequential) or how far the batches have got (batched)
     next_id: int = 0
     context: list[int] = field(default_factory=list)  # previous-text tokens since the last prompt reset
     last_text: str = ""
     language: str | None = None
     segments: list[Segment] = field(default_factory=list)
+    step: int = 0  # batched: batches done
+    lane_context: list[list[int]] = field(default_factory=list)  # batched: previous text of each lane (tokens)
+    lane_text: list[str] = field(default_factory=list)  # batched: each lane's last segment
 
     def to_dict(self) -> dict:
         return {"position": self.position, "next_id": self.next_id, "context": self.context,
                 "last_text": self.last_text, "language": self.language,
-                "segments": [seg.to_dict() for seg in self.segments]}
+                "segments": [seg.to_dict() for seg in self.segments], "step": self.step,
+                "lane_context": self.lane_context, "lane_text": self.lane_text}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ResumePoint":
         return cls(int(d["position"]), int(d["next_id"]), [int(t) for t in d["context"]], str(d["last_text"]),
-                   d.get("language"), [Segment.from_dict(x) for x in d["segments"]])
+                   d.get("language"), [Segment.from_dict(x) for x in d["segments"]], int(d.get("step", 0)),
+                   [[int(t) for t in lane] for lane in d.get("lane_context", [])],
+                   [str(t) for t in d.get("lane_text", [])])
 
 
 WindowCallback = Callable[[ResumePoint], None]
@@ -89,6 +101,7 @@ class _RunState:
     language: str | None = None
     duration: float = 0.0
     uncovered: list[tuple[float, float]] | None = None  # None: the speech check did not run
+    regions: list | None = None  # VAD speech regions (SpeechRegion), once found
 
     def sample_rss(self) -> None:
         self.peak_rss = max(self.peak_rss, psutil.Process().memory_info().rss)
@@ -124,8 +137,10 @@ class Transcriber:
             torch.cuda.reset_peak_memory_stats(self.loaded.device)
         with AudioReader(path) as reader:
             self._state.duration = reader.info.duration_s
-            loop = self._batched if self.options.batch_size > 1 else self._sequential
-            yield from loop(reader, progress, cancel)
+            if self.options.batch_size > 1:
+                yield from self._batched(path, reader, progress, cancel)
+            else:
+                yield from self._sequential(reader, progress, cancel)
             if self.options.check_speech and not (cancel and cancel.cancelled):
                 yield from self._recover_speech(path, reader, cancel)
             self._state.duration = reader.total_samples / SAMPLE_RATE if reader.exhausted else reader.info.duration_s
@@ -159,22 +174,25 @@ class Transcriber:
                         device=str(self.loaded.device), windows=st.windows)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _mel(self, windows: list, zero_tail: bool = False) -> torch.Tensor:
-        """Log-mel of each window, silent audio padded to 30 s.
+    def _mel(self, windows: list) -> torch.Tensor:
+        """Log-mel of each window, silent audio padded to 30 s, the frames past a short window's end set to 0.0.
 
-        `zero_tail` instead sets the frames past a short window's end to 0.0, as openai-whisper
-        and faster-whisper pad the features of the seek loop's last window: with it, the
-        sequential transcript equals faster-whisper's on the same weights. Batched windows
-        keep the audio padding: there the model, shown 0.0 frames after a quiet cut, tends to
-        drop the window's last sentence, which no later window decodes again.
+        openai-whisper and faster-whisper pad the features of a short window so (the seek loop's
+        last window, every VAD chunk); with it the sequential transcript equals faster-whisper's on
+        the same weights, and batched VAD chunks read 0.4-0.5 WER points better than with the
+        audio padding alone (docs/measurements/batched-2026-12-07).
         """
         rows = [torch.nn.functional.pad(torch.as_tensor(w), (0, N_SAMPLES - len(w))) for w in windows]
         mel = log_mel(torch.stack(rows), self.loaded.n_mels, self.loaded.device)
-        if zero_tail:
-            for row, w in enumerate(windows):
-                if (frames := len(w) // HOP_LENGTH) < mel.shape[-1]:
-                    mel[row, :, frames:] = 0.0
+        for row, w in enumerate(windows):
+            if (frames := len(w) // HOP_LENGTH) < mel.shape[-1]:
+                mel[row, :, frames:] = 0.0
         return mel
+
+    def _initial_context(self) -> list[int]:
+        """Tokens of the user's --initial-prompt (names, spellings), the first window's previous text."""
+        text = (self.options.initial_prompt or "").strip()
+        return self.loaded.tokenizer.encode(" " + text, add_special_tokens=False) if text else []
 
     def _language(self, enc: torch.Tensor) -> str | None:
         if self._state.language is None:
@@ -235,7 +253,7 @@ class Transcriber:
         tok = self.loaded.tokenizer
         pt = self.point
         if pt.position == 0 and self.options.initial_prompt:
-            pt.context = tok.encode(" " + self.options.initial_prompt.strip(), add_special_tokens=False)
+            pt.context = self._initial_context()
         while (seek := pt.position) < (total_frames := _frames(reader)):
             if cancel and cancel.cancelled:
                 log.info("cancelled at %.1f s", seek / FRAMES_PER_SECOND)
@@ -246,7 +264,7 @@ class Transcriber:
             if is_digital_silence(audio):
                 self._report(progress, seek + segment_frames, total_frames)
                 continue
-            enc = self.decoder.encode(self._mel([audio], zero_tail=True))
+            enc = self.decoder.encode(self._mel([audio]))
             prompt = pt.context or None
             result = self._decode_with_fallback(enc, prompt, seed=seek)
             if self._is_silence(result):
@@ -278,32 +296,112 @@ class Transcriber:
             self._report(progress, seek + advance, total_frames)
 
     # -- batched mode ------------------------------------------------------------------------
-    def _batched(self, reader: AudioReader, progress, cancel) -> Iterator[Segment]:
-        next_start = self.point.position
-        while next_start < (total_frames := _frames(reader)):
+    def _batched(self, path, reader: AudioReader, progress, cancel) -> Iterator[Segment]:
+        """Decode VAD chunks (speech packed up to 30 s, cut in pauses) `batch_size` at a time.
+
+        The chunks are dealt into `batch_size` lanes, each a contiguous stretch of the file, and
+        a batch takes the next chunk of every lane: so each chunk is decoded one batch after the
+        chunk before it in its lane and is prompted with that chunk's text, as sequential
+        decoding is with the previous window's.
+        """
+        regions = self._speech(path)
+        if regions is None:
+            log.warning("%s: no speech detection, so no pauses to cut at: decoding sequentially", path)
+            yield from self._sequential(reader, progress, cancel)
+            return
+        total = _frames(reader)  # declared lengths can be short (mp3 without a frame count): the VAD read it all
+        chunks = plan_chunks(regions, max(total, int(regions[-1].end * FRAMES_PER_SECOND) + 1 if regions else 0))
+        lanes = deal_lanes(len(chunks), self.options.batch_size)
+        pt = self.point
+        if len(pt.lane_context) != len(lanes) or len(pt.lane_text) != len(lanes):
+            first = self._initial_context()  # the user's names and spellings prime every lane
+            pt.lane_context, pt.lane_text = [list(first) for _ in lanes], ["" for _ in lanes]
+        with contextlib.ExitStack() as stack:
+            # one reader per lane, each reading forward through its own stretch of the file: a single
+            # reader jumping between lanes would re-open (or decode from the start) at every batch
+            readers = [reader] + [stack.enter_context(AudioReader(path)) for _ in lanes[1:]]
+            yield from self._batched_steps(regions, chunks, lanes, readers, progress, cancel)
+        if pt.position < total:  # no speech at all
+            self._report(progress, total, total)
+
+    def _batched_steps(self, regions, chunks: list[Chunk], lanes: list[list[int]], readers: list[AudioReader],
+                       progress, cancel) -> Iterator[Segment]:
+        pt, total = self.point, _frames(readers[0])
+        speech_frames = max(1, sum(c.frames for c in chunks))
+        for step in range(pt.step, max((len(lane) for lane in lanes), default=0)):
             if cancel and cancel.cancelled:
                 return
-            windows: list[tuple[int, int, object]] = []  # (start frame, frames, audio)
-            while len(windows) < self.options.batch_size and next_start < total_frames:
-                audio = reader.read(next_start * HOP_LENGTH, min(N_FRAMES, total_frames - next_start) * HOP_LENGTH)
-                total_frames = _frames(reader)
-                n = quiet_cut(audio) if next_start + N_FRAMES < total_frames else len(audio) // HOP_LENGTH
-                windows.append((next_start, n, audio[: n * HOP_LENGTH]))
-                next_start += n
-            results = self._decode_windows_oom_safe([w[2] for w in windows])
-            for (start_frame, n, audio), result in zip(windows, results):
-                if self._is_silence(result) or is_digital_silence(audio):
-                    continue
-                for seg in self._window_segments(result, start_frame, n, self.point.next_id):
-                    yield self._emit(seg)
-            self._report(progress, next_start, total_frames)
+            rows = [(k, lane[step]) for k, lane in enumerate(lanes) if step < len(lane)]
+            group = [chunks[i] for _, i in rows]
+            row_readers = [readers[k] for k, _ in rows]
+            prompts = [pt.lane_context[k] for k, _ in rows] if self.options.condition_on_previous_text else None
+            found, results = self._decode_chunks(row_readers, group, prompts)
+            echoed = [r for r, (k, _) in enumerate(rows)
+                      if prompts and prompts[r] and found[r] and _same_text(found[r][0].text, pt.lane_text[k])]
+            if echoed:  # the prompt, not the audio, is talking (as in sequential mode): decode afresh
+                log.info("%d chunk(s) echoed the previous text; decoding them without the prompt", len(echoed))
+                again, again_results = self._decode_chunks([row_readers[r] for r in echoed], [group[r] for r in echoed])
+                for r, segs, result in zip(echoed, again, again_results):
+                    found[r], results[r] = segs, result
+                    pt.lane_context[rows[r][0]] = []
+            # speech a chunk's decode skipped (typically its last sentence: the model ended the window
+            # early) is decoded again, together and without a prompt, before the batch counts as done
+            retry = [(r, gap) for r, (c, segs) in enumerate(zip(group, found)) for gap in missed_speech(regions, c, segs)]
+            retried = self._decode_chunks([row_readers[r] for r, _ in retry], [g for _, g in retry])[0]
+            for (r, gap), segs in zip(retry, retried):
+                found[r] = sorted(found[r] + [seg for seg in segs if _mostly_inside(seg, gap)], key=lambda seg: seg.start)
+            for (k, _), segs, result in zip(rows, found, results):
+                if not self.options.condition_on_previous_text or result is None or result.temperature > 0.5:
+                    pt.lane_context[k] = []
+                else:
+                    pt.lane_context[k] = (pt.lane_context[k] + [t for seg in segs for t in seg.tokens])[-CONTEXT_TOKENS:]
+                if segs:
+                    pt.lane_text[k] = segs[-1].text
+            for seg in sorted((seg for segs in found for seg in segs), key=lambda seg: seg.start):
+                yield self._emit(replace(seg, id=pt.next_id))
+            pt.step = step + 1
+            done = sum(chunks[i].frames for lane in lanes for i in lane[: step + 1])
+            self._report(progress, total if pt.step == max(map(len, lanes)) else total * done // speech_frames, total)
 
-    def _decode_windows_oom_safe(self, audios: list) -> list[DecodeResult]:
+    def _decode_chunks(self, readers: list[AudioReader], chunks: list[Chunk], prompts: list[list[int]] | None = None
+                       ) -> tuple[list[list[Segment]], list[DecodeResult | None]]:
+        """The segments of each chunk (file times, read from its reader) decoded as one batch ([] for
+        silence), and each chunk's decode result."""
+        if not chunks:
+            return [], []
+        audios = [r.read(c.start * HOP_LENGTH, c.frames * HOP_LENGTH) for r, c in zip(readers, chunks)]
+        found: list[list[Segment]] = []
+        results = self._decode_windows_oom_safe(audios, prompts, [c.start for c in chunks])
+        for chunk, audio, result in zip(chunks, audios, results):
+            silent = self._is_silence(result) or is_digital_silence(audio)
+            found.append([] if silent else self._window_segments(result, chunk.start, chunk.frames, 0))
+        return found, results
+
+    def _speech(self, path) -> list | None:
+        """The file's VAD speech regions, found once per run (batching and the speech check share them)."""
+        from engine.vad import VadUnavailable, speech_regions
+
+        if self._state.regions is None:
+            try:
+                self._state.regions = speech_regions(path)
+            except VadUnavailable as e:
+                log.warning("%s: %s", path, e)
+                return None
+        return self._state.regions
+
+    def _decode_windows_oom_safe(self, audios: list, prompts: list[list[int]] | None = None,
+                                 seeds: list[int] | None = None) -> list[DecodeResult]:
         """Decode windows in sub-batches; a CUDA OOM halves the sub-batch, at 1 the model moves to the CPU."""
+        # the last L tokens of every window's own text, L the shortest: rows then need no padding, and
+        # a sub-batch after an out-of-memory retry is prompted exactly as the whole batch would be
+        keep = min((len(p) for p in prompts or [] if p), default=0)
+        prompts = [p[len(p) - keep :] if p else [] for p in prompts] if prompts else [[] for _ in audios]
+        seeds = seeds or list(range(len(audios)))
+
         def decode(idx: list[int]) -> list[DecodeResult]:
             # features and encoder run a few windows at a time (memory), the decoder on the whole batch
-            return self._decode_batch(self.decoder.encode_chunks(
-                len(idx), lambda i, j: self._mel([audios[k] for k in idx[i:j]])))
+            enc = self.decoder.encode_chunks(len(idx), lambda i, j: self._mel([audios[k] for k in idx[i:j]]))
+            return self._decode_batch(enc, [prompts[k] for k in idx], [seeds[k] for k in idx])
 
         to_cpu = self._fall_back_to_cpu if self.loaded.device.type == "cuda" else None
         results: list[DecodeResult] = []
@@ -316,12 +414,10 @@ class Transcriber:
     def _recover_speech(self, path, reader: AudioReader, cancel) -> Iterator[Segment]:
         """Decode again, on its own, each stretch of VAD speech that no segment covers; note what stays empty."""
         from engine.speech_coverage import uncovered
-        from engine.vad import VadUnavailable, speech_regions
 
-        try:
-            regions = speech_regions(path)
-        except VadUnavailable as e:
-            log.warning("%s: speech coverage not checked: %s", path, e)
+        regions = self._speech(path)
+        if regions is None:
+            log.warning("%s: speech coverage not checked", path)
             return
         still: list[tuple[float, float]] = []
         for gap in uncovered(regions, self.point.segments):
@@ -347,7 +443,7 @@ class Transcriber:
             n = min(N_FRAMES, last - first)
             audio = reader.read(first * HOP_LENGTH, n * HOP_LENGTH)
             if not is_digital_silence(audio):
-                enc = self.decoder.encode(self._mel([audio], zero_tail=True))
+                enc = self.decoder.encode(self._mel([audio]))
                 result = self._decode_with_fallback(enc, None, seed=first)
                 if not self._is_silence(result):
                     for seg in self._window_segments(result, first, n, self.point.next_id):
@@ -379,19 +475,35 @@ class Transcriber:
                                    result.no_speech_prob, result.temperature))
         return out
 
-    def _decode_batch(self, enc: torch.Tensor) -> list[DecodeResult]:
-        """Decode a batch at temperature 0; windows that fail the quality checks fall back one by one."""
+    def _decode_batch(self, enc: torch.Tensor, prompts: list[list[int]], seeds: list[int]) -> list[DecodeResult]:
+        """Decode a batch at temperature 0; windows that fail the quality checks fall back one by one.
+
+        Windows with previous text (prompts of one length) are decoded together, the rest together.
+        """
         o = self.options
         opts = DecodeOptions(task=o.task, language=self._language(enc), beam_size=o.beam_size, best_of=o.best_of,
                              patience=o.patience, length_penalty=o.length_penalty,
                              without_timestamps=o.without_timestamps, temperature=o.temperatures[0])
-        results = self.decoder.decode(enc, opts)
+        results: list[DecodeResult | None] = [None] * len(seeds)
+        for rows in ([i for i, p in enumerate(prompts) if not p], [i for i, p in enumerate(prompts) if p]):
+            if not rows:
+                continue
+            sub = enc if len(rows) == len(seeds) else enc[rows]
+            for i, r in zip(rows, self.decoder.decode(sub, opts, [prompts[i] for i in rows] if prompts[rows[0]] else None)):
+                results[i] = r
         for i, r in enumerate(results):
+            assert r is not None
             bad = (o.compression_ratio_threshold is not None and r.compression_ratio > o.compression_ratio_threshold) or (
                 o.logprob_threshold is not None and r.avg_logprob < o.logprob_threshold)
             if bad and len(o.temperatures) > 1:
-                results[i] = self._decode_with_fallback(enc[i : i + 1], None, seed=i)
-        return results
+                results[i] = self._decode_with_fallback(enc[i : i + 1], prompts[i] or None, seed=seeds[i])
+        return results  # type: ignore[return-value]
+
+
+def _mostly_inside(seg: Segment, chunk: Chunk) -> bool:
+    """A segment of a re-decoded stretch that is not a neighbour's words again."""
+    a, b = chunk.start / FRAMES_PER_SECOND, chunk.end / FRAMES_PER_SECOND
+    return min(seg.end, b) - max(seg.start, a) >= 0.5 * (seg.end - seg.start)
 
 
 def _frames(reader: AudioReader) -> int:
@@ -409,11 +521,16 @@ def is_digital_silence(audio) -> bool:
 
 def _echoes(pieces: list[tuple[float, float, list[int]]], last_text: str, tokenizer, eot: int) -> bool:
     """True when the window's first segment repeats the last emitted one (at least 4 words)."""
-    if not pieces or not last_text:
+    return bool(pieces) and _same_text(tokenizer.decode([t for t in pieces[0][2] if t < eot]), last_text)
+
+
+def _same_text(text: str, last_text: str) -> bool:
+    """`text` repeats `last_text` (normalised, at least 4 words): a window echoing its prompt."""
+    if not last_text:
         return False
     from engine.wer import normalize
 
-    first = normalize(tokenizer.decode([t for t in pieces[0][2] if t < eot]))
+    first = normalize(text)
     return len(first.split()) >= 4 and first == normalize(last_text)
 
 

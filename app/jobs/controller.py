@@ -2,6 +2,7 @@
 to the jobs, and saves each finished transcript into the output folder at once."""
 from __future__ import annotations
 
+import bisect
 import logging
 from pathlib import Path
 
@@ -199,7 +200,7 @@ class JobController(QObject):
             self._changed(job)
         elif kind == P.SEGMENT:
             seg = Segment.from_dict(m["segment"])
-            job.segments.append(seg)
+            bisect.insort_right(job.segments, seg, key=lambda s: s.start)  # batched segments come out of order
             self.segmentAdded.emit(job.id, seg)
         elif kind == P.PROGRESS:
             p = Progress(m["done_s"], m["total_s"], m["elapsed_s"])

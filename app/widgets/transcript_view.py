@@ -1,6 +1,7 @@
 """The selected job's transcript: timestamped segments that grow live, search, copy, click to play."""
 from __future__ import annotations
 
+import bisect
 import html
 
 from PySide6.QtCore import Qt, QTimer, QUrl, Signal
@@ -73,14 +74,22 @@ class TranscriptView(QWidget):
         self.title.set_full_text(title)
 
     def append(self, seg: Segment, rehighlight: bool = True) -> None:
+        """Add a segment in its place in time: batched decoding and the speech check deliver out of order."""
         bar = self.browser.verticalScrollBar()
         at_end = bar.value() >= bar.maximum() - 4
-        self._segments.append(seg)
+        row = bisect.bisect_right([s.start for s in self._segments], seg.start)
+        self._segments.insert(row, seg)
         link = QColor(self.palette().color(self.palette().ColorRole.Link)).name()
         stamp = fmt.timestamp(seg.start)
-        self.browser.append(
-            f'<a href="seg:{seg.start:.3f}" style="color:{link}; text-decoration:none;" '
-            f'title="Play from {stamp}">[{stamp}]</a>&nbsp;&nbsp;{html.escape(seg.text.strip())}')
+        line = (f'<a href="seg:{seg.start:.3f}" style="color:{link}; text-decoration:none;" '
+                f'title="Play from {stamp}">[{stamp}]</a>&nbsp;&nbsp;{html.escape(seg.text.strip())}')
+        if row == len(self._segments) - 1:
+            self.browser.append(line)
+        else:  # before the block of the segment that follows it
+            cursor = QTextCursor(self.browser.document().findBlockByNumber(row))
+            cursor.insertBlock()
+            cursor.movePosition(QTextCursor.MoveOperation.PreviousBlock)
+            cursor.insertHtml(line)
         if at_end:
             bar.setValue(bar.maximum())
         if rehighlight and self.search.text():

@@ -80,3 +80,10 @@ def test_gui_process_never_imports_torch_and_worker_never_imports_qt():
             "assert not any(m.startswith('PySide6') for m in sys.modules); print('ok')")
     worker = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert worker.returncode == 0 and "ok" in worker.stdout, worker.stderr
+
+
+def test_default_beam_mirrors_the_engine():
+    import app.model_choice as mc
+    from engine.transcribe import DEFAULT_BEAM
+
+    assert mc.DEFAULT_BEAM == DEFAULT_BEAM == ModelChoice().beam_size == 5

@@ -139,16 +139,6 @@ def test_split_segments_follows_timestamp_pairs():
     assert pieces == [(0.0, 15.0, [1, 2, 3])] and advance == 1500
 
 
-def test_quiet_cut_lands_in_a_pause():
-    from engine.window_cuts import quiet_cut
-
-    audio = np.random.default_rng(1).normal(0, 0.1, 16000 * 30).astype(np.float32)
-    audio[int(24.0 * 16000) : int(24.5 * 16000)] *= 0.001
-    cut = quiet_cut(audio)
-    assert 2400 <= cut <= 2450
-    assert quiet_cut(audio[: 16000 * 12]) == 1200  # a short last window is kept whole
-
-
 def test_beam_cross_kv_projected_once_per_window_is_exact(tiny, sample_path, monkeypatch):
     """Beam 5 with the cross K/V projected once and copied per beam = stock's per-beam projection."""
     import engine.decoding as decoding
