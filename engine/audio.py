@@ -42,7 +42,24 @@ class AudioError(Exception):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return f"{shown_path(self.path)}: {self.reason}"
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """A path on one printable line: control characters (a newline in a name) and bytes that are not
+    UTF-8 are escaped, so a report keeps one line per file and printing never fails."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    out = []
+    for ch in text:
+        if "\udc80" <= ch <= "\udcff":  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,8 @@ def _check_file(path: str | os.PathLike) -> str:
         st = os.stat(p)
         if stat.S_ISDIR(st.st_mode):
             raise AudioError(p, "is a directory")
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO waits for a writer, a device never ends: refuse, never hang
+            raise AudioError(p, f"is a {_special_kind(st.st_mode)}, not a file: save the recording to a file first")
         if st.st_size == 0 and stat.S_ISREG(st.st_mode):
             raise AudioError(p, "file is empty")
         with open(p, "rb") as f:
@@ -84,6 +103,18 @@ def _check_file(path: str | os.PathLike) -> str:
     except OSError as e:
         raise AudioError(p, f"cannot read file ({_why(e)})") from None
     return p
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
 
 
 def _open(p: str) -> av.container.InputContainer:

@@ -46,6 +46,7 @@ CPU_MAX_BATCH = 16
 # before that fix they flattened past 64: 3.31, 3.65 at 128, 3.18 at 315). Larger batches are not
 # measured since the fix, and each one delays the first text of a long file by a whole batch.
 CUDA_MAX_BATCH = 128
+MAX_BATCH = 256  # what a user may ask for; past the measured range, and each one delays the first text
 MIN_MARGIN = 256 << 20
 
 
@@ -73,9 +74,10 @@ def parse_batch_size(text: str) -> int | str:
     try:
         n = int(text)
     except ValueError:
-        raise ValueError(f"batch size must be a positive integer or 'auto', not {text!r}") from None
-    if n < 1:
-        raise ValueError("batch size must be at least 1")
+        raise ValueError(f"batch size must be an integer from 1 to {MAX_BATCH} or 'auto', not {text!r}") from None
+    if not 1 <= n <= MAX_BATCH:
+        raise ValueError(f"batch size must be an integer from 1 to {MAX_BATCH} or 'auto' (the largest that fits "
+                         f"the memory), not {n}")
     return n
 
 

@@ -15,19 +15,11 @@ import logging
 import sys
 from pathlib import Path
 
+from engine import cli_args
 from engine.atomic import atomic_write_text
 from engine.memory.plot import fmt_bytes
 
 log = logging.getLogger(__name__)
-
-
-def _batch(text: str) -> int | str:
-    from engine.batching import parse_batch_size
-
-    try:
-        return parse_batch_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _reduction(text: str) -> float:
@@ -52,8 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="convert the stock model in process to this KV reduction, calibrated (e.g. 0.75); "
                           "default: the compressed default mode (exact: same transcript, far smaller caches)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument("--batch-size", type=_batch, default=1, help="windows decoded at once, or 'auto'")
+    p.add_argument("--beam-size", type=cli_args.beam_size, default=1)
+    p.add_argument("--batch-size", type=cli_args.batch_size, default=1, help="chunks decoded at once, or 'auto'")
     p.add_argument("--reference", default=None, metavar="TXT", help="reference transcript for WER")
     p.add_argument("--report", required=True, metavar="OUT.json", help="where to write the JSON report")
     p.add_argument("--plot", default=None, metavar="OUT.png", help="also draw the memory timelines (matplotlib)")
@@ -129,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = run_comparison(args.file, stock_spec=args.model, mla_spec=args.mla, kv_reduction=args.kv_reduction,
-                                device=args.device, beam_size=max(1, args.beam_size), batch_size=args.batch_size,
+                                device=args.device, beam_size=args.beam_size, batch_size=args.batch_size,
                                 reference_text=reference, on_progress=progress)
     except (AudioError, ModelSourceError, ValueError) as e:
         print(f"\nerror: {e}", file=sys.stderr)

@@ -185,7 +185,7 @@ _UNSAFE_CHARS = frozenset('/\\<>:"|?*') | frozenset(chr(c) for c in _BIDI_CONTRO
 
 def _is_unsafe_char(ch: str) -> bool:
     """Separators, characters Windows forbids, control characters (NUL included), bidi overrides."""
-    return ch in _UNSAFE_CHARS or unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+    return ch in _UNSAFE_CHARS or unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs")  # Cs: a byte not UTF-8
 
 
 def safe_stem(name: str) -> str:

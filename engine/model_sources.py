@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import shutil
 import sys
@@ -26,6 +25,7 @@ import torch
 from engine.ct2_import import import_ct2_folder, is_ct2_folder
 from engine.cuda_allocator import prefer_expandable_segments
 from engine.generation_settings import GenerationSettings, settings_from_model
+from engine.model_folder_check import BrokenModelFolder, check_model_folder, read_json_object
 from engine.results import ModelInfo
 from engine.user_dirs import cache_dir
 
@@ -146,9 +146,9 @@ def _hf_folder_check(folder: Path) -> None:
     if not cfg.is_file():
         raise ModelSourceError(f"{folder}: not a model folder (no config.json, no model.bin)")
     try:
-        model_type = json.loads(cfg.read_text()).get("model_type")
-    except (OSError, ValueError) as e:
-        raise ModelSourceError(f"{folder}: unreadable config.json ({e})") from None
+        model_type = read_json_object(cfg, "config.json").get("model_type")
+    except BrokenModelFolder as e:
+        raise ModelSourceError(f"{folder}: {e}") from None
     if model_type != "whisper":
         raise ModelSourceError(f"{folder}: model_type is {model_type!r}, not a Whisper model")
     if not any(folder.glob("*.safetensors")):
@@ -230,16 +230,34 @@ def resolve_model(spec: str | None = None, device: str | torch.device | None = "
     exact compressed cache at load time (`engine.mla.exact_latent`); "stock" loads it as
     transformers runs it. A Whisper-MLA folder loads as it was converted, whichever is asked.
     """
-    from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
-
     if kv_cache not in KV_CACHE_MODES:
         raise ModelSourceError(f"unknown KV cache mode {kv_cache!r}: choose compressed or stock")
     spec = spec or DEFAULT_MODEL
     dev = pick_device(device)
     dtype = dtype or default_dtype(dev)
-    folder, name, kind = _resolve_folder(spec)
-    if dev.type == "cuda":
-        prefer_expandable_segments()
+    folder: Path | None = None
+    try:  # the one boundary: however a folder is broken, the user reads one line naming it
+        folder, name, kind = _resolve_folder(spec)
+        try:
+            check_model_folder(folder)
+        except BrokenModelFolder as e:
+            raise ModelSourceError(f"{folder}: {e}") from None
+        if dev.type == "cuda":
+            prefer_expandable_segments()
+        return _load(spec, folder, name, kind, dev, dtype, kv_cache)
+    except (ModelSourceError, MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as e:
+        log.debug("loading %s failed", spec, exc_info=True)
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ModelSourceError(f"{folder or spec}: not a usable Whisper model ({type(e).__name__}: {first}); "
+                               f"download or convert the model again") from None
+
+
+def _load(spec: str, folder: Path, name: str, kind: str, dev: torch.device, dtype: torch.dtype,
+          kv_cache: str) -> LoadedModel:
+    from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
+
     mla_extra: dict[str, Any] = {}
     if kind == "mla":
         from engine.mla import load_mla_model

@@ -151,7 +151,8 @@ class Transcript:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "file": self.file,
+            # a name with bytes that are not UTF-8 (kept as surrogates by Python) as \xNN: the JSON stays valid UTF-8
+            "file": self.file.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
             "duration": round(self.duration, 3),
             "language": self.language,
             "model": self.model.to_dict(),

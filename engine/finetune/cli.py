@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from engine import cli_args
+
 log = logging.getLogger(__name__)
 
 
@@ -29,25 +31,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="audio files or folders for distillation; with --labels one folder of audio + same-stem .txt")
     p.add_argument("--labels", action="store_true", help="supervised: --audio is a folder with transcripts")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, default=None, help="optimizer steps (default 300)")
-    budget.add_argument("--minutes", type=float, default=None, help="training time budget in minutes")
+    budget.add_argument("--steps", type=cli_args.int_in(1), default=None, help="optimizer steps (default 300)")
+    budget.add_argument("--minutes", type=cli_args.float_in(0, lo_open=True), default=None, help="training time budget in minutes")
     p.add_argument("--trainable", choices=("mla", "decoder", "all"), default="mla",
                    help="mla: only the latent projections (default); decoder; all (encoder too, slow)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
-    p.add_argument("--batch", type=int, default=8, help="crops per optimizer step")
-    p.add_argument("--micro-batch", type=int, default=4, help="crops per forward pass (gradient accumulation)")
-    p.add_argument("--crops", type=int, default=None, help="random training crops cut from the audio")
-    p.add_argument("--augment", type=float, default=None, help="share of crops perturbed (speed/noise/gain)")
-    p.add_argument("--attention-weight", type=float, default=None, help="weight of layer-wise attention matching")
-    p.add_argument("--ema", type=float, default=None,
+    p.add_argument("--lr", type=cli_args.float_in(0, 1, lo_open=True), default=None, help="peak learning rate (default 3e-4)")
+    p.add_argument("--batch", type=cli_args.int_in(1, 4096), default=8, help="crops per optimizer step")
+    p.add_argument("--micro-batch", type=cli_args.int_in(1, 4096), default=None,
+                   help="crops per forward pass (gradient accumulation; default: 4, or --batch if smaller)")
+    p.add_argument("--crops", type=cli_args.int_in(1), default=None, help="random training crops cut from the audio")
+    p.add_argument("--augment", type=cli_args.float_in(0, 1), default=None, help="share of crops perturbed (speed/noise/gain)")
+    p.add_argument("--attention-weight", type=cli_args.float_in(0), default=None, help="weight of layer-wise attention matching")
+    p.add_argument("--ema", type=cli_args.float_in(0, 1, hi_open=True), default=None,
                    help="keep and judge a moving average of the weights with this decay (e.g. 0.98; 0: off)")
-    p.add_argument("--runs", type=int, default=1, metavar="K",
+    p.add_argument("--runs", type=cli_args.int_in(1, 64), default=1, metavar="K",
                    help="split the budget into K shorter runs (own crops and order each) and average their "
                         "weights: a steadier result from little audio (README)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints")
+    p.add_argument("--checkpoint-every", type=cli_args.int_in(1), default=None, help="steps between checkpoints")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch)")
+    p.add_argument("--threads", type=cli_args.int_in(1, 1024), default=None, help="CPU threads (torch)")
     p.add_argument("--save-dtype", default="float16", choices=("float16", "bfloat16", "float32"))
     p.add_argument("--out", required=True, help="output model folder (checkpoints go to OUT.finetune)")
     p.set_defaults(func=run)
@@ -91,6 +94,12 @@ def run(args: argparse.Namespace) -> int:
     from engine.media_files import MediaInputError, recordings
     from engine.model_sources import ModelSourceError
 
+    if args.micro_batch is None:
+        args.micro_batch = min(4, args.batch)
+    elif args.micro_batch > args.batch:
+        sys.stderr.write(f"error: --micro-batch {args.micro_batch} is larger than --batch {args.batch} "
+                         f"(crops per forward pass must not exceed crops per step)\n")
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     over = {k: v for k, v in {"lr": args.lr, "crops": args.crops, "augment": args.augment,

@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from engine import cli_args
 from engine.media_files import MediaInputError, recordings
 from engine.mla.config import MODULE_KINDS
 
@@ -52,9 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Convert Whisper attention to Multi-Head Latent Attention and save a model folder.")
     p.add_argument("--model", default=None, help="bundled name, model folder or hub id (default tiny.en)")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--kv-reduction", type=float, default=None,
+    size.add_argument("--kv-reduction", type=cli_args.float_in(0, 1, lo_open=True, hi_open=True), default=None,
                       help="fraction of the KV cache removed: 0.75 -> rank d/2, 0.875 -> rank d/4")
-    size.add_argument("--rank", type=int, default=None, help="latent rank r per token and layer")
+    size.add_argument("--rank", type=cli_args.int_in(1), default=None, help="latent rank r per token and layer")
     p.add_argument("--layer-ranks", type=parse_ranks, default=None, metavar="R1,R2,...|auto|uniform",
                    help="each decoder layer's rank (e.g. 160,48,48,128); or, with --kv-reduction/--rank, 'auto': "
                         "share that total between the decoder layers by their measured sensitivity on the "
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-compensate", dest="compensate", action="store_false",
                    help="calibrate every decoder layer on stock inputs instead of fitting each one behind "
                         "the layers already converted (the default; far better at 87.5%%)")
-    p.add_argument("--keep-key-dims", type=int, default=0, metavar="N",
+    p.add_argument("--keep-key-dims", type=cli_args.int_in(0), default=0, metavar="N",
                    help="the paper's layout: cache N key dimensions per head exactly, the rest of the rank "
                         "as a joint latent (same cache size)")
     p.add_argument("--key-selection", choices=("norm", "uniform"), default="norm",
@@ -120,6 +121,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if getattr(loaded.model, "mla_config", None) is not None:
         sys.stderr.write(f"error: {args.model} is already an MLA model\n")
+        return 2
+    d = int(loaded.model.config.d_model)
+    asked = [args.rank] if args.rank is not None else (args.layer_ranks if isinstance(args.layer_ranks, list) else [])
+    if any(r > d for r in asked):
+        sys.stderr.write(f"error: rank {max(asked)} is above {loaded.info.name}'s width d_model={d}: a latent that "
+                         f"large saves nothing; use at most {d} (rank {d} is exact: the default compressed cache)\n")
         return 2
     try:
         cfg = convert_model(loaded.model, rank=args.rank, kv_reduction=args.kv_reduction, modules=modules,
