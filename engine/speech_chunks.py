@@ -15,7 +15,7 @@ from engine.features import FRAMES_PER_SECOND, N_FRAMES
 from engine.results import Segment
 from engine.speech_coverage import SpeechRegion, uncovered
 
-MIN_MISSED_S = 1.0  # speech a chunk's decode left without text, this long or more, is decoded again
+MIN_MISSED_S = 0.5  # speech a chunk's decode left without text, this long or more, is decoded again
 PAD_S = 0.4  # silence kept around the speech of a chunk (faster-whisper pads its VAD chunks as much)
 MAX_CHUNK_FRAMES = N_FRAMES
 

@@ -27,6 +27,7 @@ from engine.decoding import DecodeOptions, DecodeResult, WindowDecoder
 from engine.features import SAMPLE_RATE, FRAMES_PER_SECOND, HOP_LENGTH, INPUT_STRIDE, N_FRAMES, N_SAMPLES, TIME_PRECISION, log_mel
 from engine.model_sources import LoadedModel
 from engine.results import Progress, RunStats, Segment, Transcript
+from engine.seam_words import trim_seams
 from engine.speech_chunks import Chunk, deal_lanes, missed_speech, plan_chunks
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class TranscribeOptions:
 # The library default stays greedy, as openai-whisper's transcribe() does.
 DEFAULT_BEAM = 5
 CONTEXT_TOKENS = 224  # the decoder prompt keeps at most half its context of previous text
+SEAM_S = 1.0  # a re-decoded segment this close to a neighbour may repeat its words
 
 
 @dataclass
@@ -349,7 +351,8 @@ class Transcriber:
             retry = [(r, gap) for r, (c, segs) in enumerate(zip(group, found)) for gap in missed_speech(regions, c, segs)]
             retried = self._decode_chunks([row_readers[r] for r, _ in retry], [g for _, g in retry])[0]
             for (r, gap), segs in zip(retry, retried):
-                found[r] = sorted(found[r] + [seg for seg in segs if _mostly_inside(seg, gap)], key=lambda seg: seg.start)
+                kept = self._without_seams([seg for seg in segs if _mostly_inside(seg, gap)], found[r])
+                found[r] = sorted(found[r] + kept, key=lambda seg: seg.start)
             for (k, _), segs, result in zip(rows, found, results):
                 if not self.options.condition_on_previous_text or result is None or result.temperature > 0.5:
                     pt.lane_context[k] = []
@@ -424,7 +427,7 @@ class Transcriber:
             if cancel and cancel.cancelled:
                 return
             log.info("%s: %.1f-%.1f s is speech without text; decoding it on its own", path, gap.start, gap.end)
-            found = list(self._decode_stretch(reader, gap.start, gap.end))
+            found = self._without_seams(list(self._decode_stretch(reader, gap.start, gap.end)), self.point.segments)
             for seg in found:
                 yield self._emit(replace(seg, id=self.point.next_id))
             if not found:
@@ -433,6 +436,22 @@ class Transcriber:
         self._state.uncovered = still
         if self._on_window:
             self._on_window(self.point)
+
+    def _without_seams(self, found: list[Segment], neighbours: list[Segment]) -> list[Segment]:
+        """Re-decoded segments without the words they repeat of the segments just before and after them."""
+        out = []
+        for seg in found:
+            before = max((n for n in neighbours if n.start < seg.start), key=lambda n: n.end, default=None)
+            after = min((n for n in neighbours if n.start >= seg.start), key=lambda n: n.start, default=None)
+            near_before = before is not None and before.end >= seg.start - SEAM_S
+            near_after = after is not None and after.start <= seg.end + SEAM_S
+            text = trim_seams(seg.text, before.text if near_before else "", after.text if near_after else "")
+            if text == seg.text:
+                out.append(seg)
+            elif text:
+                log.debug("seam: %r -> %r", seg.text, text)
+                out.append(replace(seg, text=text, tokens=tuple(self.loaded.tokenizer.encode(text, add_special_tokens=False))))
+        return out
 
     def _decode_stretch(self, reader: AudioReader, start_s: float, end_s: float) -> Iterator[Segment]:
         """Segments of [start_s, end_s] decoded in windows of at most 30 s, without the prompt, with fallback."""
