@@ -29,6 +29,8 @@ _PAD_TOL_S = 0.25  # output past the declared duration up to this much is encode
 _SHORT_TOL_S = 0.5  # ending this much (and 1 %) before the declared duration = truncated
 _MAX_BAD_RUN = 50  # consecutive undecodable packets before a stream counts as garbage
 _RELIABLE_FORMATS = ("wav", "flac", "ogg", "mov", "matroska", "aiff", "w64", "caf", "mp3")
+_FULL_SCALE_TOL = 1.5  # float samples up to this are ordinary overs; past it the file is scaled down
+_gains: dict[tuple, float] = {}  # (path, track, size, mtime) -> _level_gain
 _NOT_AUDIO = "not an audio file or unsupported format"
 _CORRUPT = "corrupt or truncated audio"
 
@@ -72,6 +74,8 @@ class AudioInfo:
     channels: int
     codec: str
     container: str
+    track: int = 1  # which audio track (1-based) these facts and the decoded samples are of
+    tracks: int = 1  # audio tracks in the file
 
 
 class _SeekFailed(Exception):
@@ -125,12 +129,19 @@ def _open(p: str) -> av.container.InputContainer:
         raise AudioError(p, f"{_NOT_AUDIO} ({_why(e)})") from None
 
 
-def _audio_stream(c: av.container.InputContainer, p: str) -> av.audio.stream.AudioStream:
+def _audio_stream(c: av.container.InputContainer, p: str, track: int | None = None) -> av.audio.stream.AudioStream:
+    """The audio stream `track` (1-based), or libav's default one when None."""
     if not c.streams.audio:
         fmt = c.format.name
         if c.streams.video and fmt != "tty" and not fmt.startswith("image") and not fmt.endswith("_pipe"):
             raise AudioError(p, "no audio stream")
         raise AudioError(p, f"{_NOT_AUDIO} (no audio stream in {fmt} data)")
+    n = len(c.streams.audio)
+    if track is not None:
+        if not 1 <= track <= n:
+            raise AudioError(p, f"has {n} audio track{'s' if n > 1 else ''}; there is no audio track {track} "
+                                f"(choose {'1' if n == 1 else f'1 to {n}'})")
+        return c.streams.audio[track - 1]
     s = c.streams.best("audio") or c.streams.audio[0]
     cc = s.codec_context
     if cc is None or not cc.channels or not _RATE_RANGE[0] <= cc.sample_rate <= _RATE_RANGE[1]:
@@ -169,9 +180,10 @@ def _check_wav_size(p: str) -> None:
             f.seek(n + (n & 1), os.SEEK_CUR)
 
 
-def _inspect(c: av.container.InputContainer, p: str) -> tuple[AudioInfo, av.audio.stream.AudioStream, bool, bool]:
+def _inspect(c: av.container.InputContainer, p: str, track: int | None = None
+             ) -> tuple[AudioInfo, av.audio.stream.AudioStream, bool, bool]:
     """Header-only facts: (info, stream, duration is exact, seeks land sample-exactly)."""
-    s = _audio_stream(c, p)
+    s = _audio_stream(c, p, track)
     cc, fmt = s.codec_context, c.format.name
     dur, exact = None, fmt.split(",")[0] in _RELIABLE_FORMATS
     if s.duration and s.time_base:
@@ -191,19 +203,46 @@ def _inspect(c: av.container.InputContainer, p: str) -> tuple[AudioInfo, av.audi
     tb = s.time_base
     seekable = bool(tb and tb.numerator == 1 and tb.denominator % cc.sample_rate == 0)
     codec = getattr(cc.codec, "canonical_name", None) or cc.name
-    info = AudioInfo(p, dur or 0.0, cc.sample_rate, cc.channels, codec, fmt)
+    number = list(c.streams.audio).index(s) + 1
+    info = AudioInfo(p, dur or 0.0, cc.sample_rate, cc.channels, codec, fmt, number, len(c.streams.audio))
     return info, s, bool(dur) and exact, seekable
 
 
-def _decode(p: str, seek_to: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+def _level_gain(p: str, codec: str, track: int | None) -> float:
+    """1, or what brings a float PCM file whose samples pass full scale (1.0) back to it.
+
+    Integer formats cannot exceed full scale, but a float WAV can hold any finite value, and
+    Whisper's log-mel input assumes full-scale audio: at 1000x it hears other words, at 1e30
+    the features overflow. The peak is the whole file's, found by one extra decode (float PCM
+    decodes at thousands of times real time), so every window and every resumed run gets the
+    same gain.
+    """
+    if not codec.startswith("pcm_f"):
+        return 1.0
+    st = os.stat(p)
+    key = (p, track, st.st_size, st.st_mtime_ns)
+    if key not in _gains:
+        peak = max((float(np.abs(a).max()) for _, a in _decode(p, gain=1.0, track=track)), default=0.0)
+        _gains[key] = 1.0 if peak <= _FULL_SCALE_TOL else 1.0 / peak
+        if peak > _FULL_SCALE_TOL:
+            log.warning("%s: samples reach %.3g times full scale (float audio stored unscaled); scaled down to full "
+                        "scale", shown_path(p), peak)
+    return _gains[key]
+
+
+def _decode(p: str, seek_to: int = 0, gain: float | None = None, track: int | None = None
+            ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (first 16 kHz sample index, samples); contiguous, starting at or before seek_to.
 
     Drops encoder padding past an exact declared duration and raises when the stream ends
     well short of it (truncated/corrupt file), so output length == duration * 16 kHz.
+    `gain` (default: `_level_gain`) scales the output.
     """
     c = _open(p)
     try:
-        info, s, exact, _ = _inspect(c, p)
+        info, s, exact, _ = _inspect(c, p, track)
+        if gain is None:
+            gain = _level_gain(p, s.codec_context.name, track)
         t0 = float(s.start_time * s.time_base) if s.start_time is not None else 0.0
         expected = round(info.duration_s * SAMPLE_RATE) if exact else None
         pos: int | None = 0
@@ -234,7 +273,9 @@ def _decode(p: str, seek_to: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         def mono(out: av.AudioFrame) -> np.ndarray:
             ch = out.layout.nb_channels  # packed output: PyAV crashes reading >8 planes
             a = out.to_ndarray()[0]
-            a = a if ch == 1 else a.reshape(-1, ch).mean(axis=1, dtype=np.float32)
+            a = a if ch == 1 else a.reshape(-1, ch).mean(axis=1, dtype=np.float64 if gain != 1.0 else np.float32)
+            if gain != 1.0:
+                a = (a * gain).astype(np.float32)
             return a if np.isfinite(a).all() else np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
 
         for packet in c.demux(s):
@@ -296,10 +337,10 @@ def _decode(p: str, seek_to: int = 0) -> Iterator[tuple[int, np.ndarray]]:
         c.close()
 
 
-def _positioned(p: str, start: int, seekable: bool) -> Iterator[tuple[int, np.ndarray]]:
+def _positioned(p: str, start: int, seekable: bool, track: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Decode from `start`, seeking when the stream allows sample-exact placement."""
     if start > _PREROLL_S * SAMPLE_RATE and seekable:
-        gen = _decode(p, start)
+        gen = _decode(p, start, track=track)
         try:
             first = next(gen)
         except _SeekFailed:
@@ -310,13 +351,13 @@ def _positioned(p: str, start: int, seekable: bool) -> Iterator[tuple[int, np.nd
             yield first
             yield from gen
             return
-    yield from _decode(p)
+    yield from _decode(p, track=track)
 
 
-def _probe(p: str) -> tuple[AudioInfo, bool]:
+def _probe(p: str, track: int | None = None) -> tuple[AudioInfo, bool]:
     c = _open(p)
     try:
-        info, _, _, seekable = _inspect(c, p)
+        info, _, _, seekable = _inspect(c, p, track)
     except AudioError:
         raise
     except Exception as e:
@@ -324,23 +365,25 @@ def _probe(p: str) -> tuple[AudioInfo, bool]:
     finally:
         c.close()
     if info.duration_s <= 0:  # container does not say (e.g. browser webm): count by decoding
-        n = sum(len(a) for _, a in _decode(p))
-        info = AudioInfo(p, n / SAMPLE_RATE, info.sample_rate, info.channels, info.codec, info.container)
+        n = sum(len(a) for _, a in _decode(p, track=track))
+        info = AudioInfo(p, n / SAMPLE_RATE, info.sample_rate, info.channels, info.codec, info.container,
+                         info.track, info.tracks)
     return info, seekable
 
 
-def probe(path: str | os.PathLike) -> AudioInfo:
-    """Header facts about `path`; only decodes when the container hides the duration."""
-    return _probe(_check_file(path))[0]
+def probe(path: str | os.PathLike, track: int | None = None) -> AudioInfo:
+    """Header facts about `path` (audio track `track`, 1-based; None: the default one); only
+    decodes when the container hides the duration."""
+    return _probe(_check_file(path), track)[0]
 
 
-def load_audio(path: str | os.PathLike) -> np.ndarray:
+def load_audio(path: str | os.PathLike, track: int | None = None) -> np.ndarray:
     """Whole file as float32 mono 16 kHz; for short clips and tests (memory grows with length)."""
     p = _check_file(path)
-    return np.concatenate([a for _, a in _decode(p)])
+    return np.concatenate([a for _, a in _decode(p, track=track)])
 
 
-def iter_chunks(path: str | os.PathLike, chunk_s: float = 30.0) -> Iterator[np.ndarray]:
+def iter_chunks(path: str | os.PathLike, chunk_s: float = 30.0, track: int | None = None) -> Iterator[np.ndarray]:
     """Consecutive non-overlapping chunks of chunk_s seconds (last one shorter); bounded memory."""
     if chunk_s <= 0:
         raise ValueError("chunk_s must be > 0")
@@ -348,7 +391,7 @@ def iter_chunks(path: str | os.PathLike, chunk_s: float = 30.0) -> Iterator[np.n
 
     def gen() -> Iterator[np.ndarray]:
         pieces, have = [], 0
-        for _, a in _decode(p):
+        for _, a in _decode(p, track=track):
             pieces.append(a)
             have += len(a)
             while have >= n:
@@ -373,9 +416,10 @@ class AudioReader:
     once the decoder has reached the end of the stream. Not thread-safe.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, track: int | None = None) -> None:
         self.path = _check_file(path)
-        self.info, self._seekable = _probe(self.path)
+        self.track = track
+        self.info, self._seekable = _probe(self.path, track)
         self.total_samples = round(self.info.duration_s * SAMPLE_RATE)
         self.exhausted = False
         self._gen: Iterator[tuple[int, np.ndarray]] | None = None
@@ -385,7 +429,7 @@ class AudioReader:
     def _restart(self, start: int) -> None:
         if self._gen is not None:
             self._gen.close()
-        self._gen = _positioned(self.path, start, self._seekable)
+        self._gen = _positioned(self.path, start, self._seekable, self.track)
         self._buf = np.zeros(0, np.float32)
         self._start = self._end = start  # buffer holds samples [_start, _end)
         self._decoded = 0  # end of the last chunk the decoder produced

@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", type=cli_args.language, default=None,
                    help="language code or name, e.g. de or german (multilingual models); default: detect")
     p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    p.add_argument("--audio-track", type=cli_args.int_in(1, 64), default=None, metavar="N",
+                   help="which audio track of a video or multi-track file, from 1 (default: the one with the most speech)")
     p.add_argument("--no-condition", action="store_true", help="do not condition each window on the previous text")
     p.add_argument("--initial-prompt", default=None, help="text to prime the first window (names, spelling)")
     p.add_argument("--no-resume", action="store_true",
@@ -142,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"batch size auto: {batch_size} windows at once", file=sys.stderr)
     options = TranscribeOptions(language=args.language, task=args.task, beam_size=args.beam_size,
                                 batch_size=batch_size, condition_on_previous_text=not args.no_condition,
-                                initial_prompt=args.initial_prompt)
+                                initial_prompt=args.initial_prompt, audio_track=args.audio_track)
     transcriber = Transcriber(loaded, options)
     failures = len(empty)
     stems: list[str] = []  # same-named files from different folders get "name (2)" and so on
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             # before any work: an export that would replace a file of the user's fails this file only
             check_replaceable(export_paths(args.out, formats, stems[-1]), inputs=[file], overwrite=args.overwrite)
-            probe(file)  # a bad file fails here, before any work
+            probe(file, args.audio_track)  # a bad file (or a track it lacks) fails here, before any work
             ckpt = None if args.no_resume else Checkpoint(Path(args.out), file, loaded.info.to_dict(), options,
                                                           stem=stems[-1])
             resume = ckpt.load() if ckpt else None
@@ -187,6 +189,10 @@ def run(args: argparse.Namespace) -> int:
         if transcript.uncovered_speech:  # said even with --quiet: this is speech the transcript lacks
             print(f"warning: {shown_path(file)}: speech without text at {describe_gaps(transcript.uncovered_speech)} "
                   f"(decoded again on its own, still nothing; listed as uncovered_speech in the JSON)", file=sys.stderr)
+        if transcript.audio_track and not args.quiet:
+            t = transcript.audio_track
+            print(f"{shown_path(file)}: audio track {t.track} of {t.tracks} ({t.why}); --audio-track N picks another",
+                  file=sys.stderr)
         stats = transcript.stats
         if not args.quiet and stats:
             print(f"{shown_path(file)}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s (RTF {stats.rtf:.3f}); "

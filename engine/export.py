@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from engine.atomic import atomic_write_text
 from engine.output_ledger import check_replaceable, record
-from engine.results import KVCacheBytes, ModelInfo, RunStats, Segment, Transcript
+from engine.results import KVCacheBytes, ModelInfo, RunStats, Segment, TrackChoice, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,14 @@ def transcript_from_dict(d: dict[str, Any]) -> Transcript:
         complete=bool(d.get("complete", True)),
         uncovered_speech=None if not isinstance(d.get("uncovered_speech"), list) else
         [(float(g["start"]), float(g["end"])) for g in d["uncovered_speech"]],
+        audio_track=_track_from_dict(d.get("audio_track")),
     )
+
+
+def _track_from_dict(d: Any) -> TrackChoice | None:
+    if not isinstance(d, dict):
+        return None
+    return TrackChoice(int(d.get("track", 1)), int(d.get("tracks", 1)), str(d.get("why", "")))
 
 
 def load_json(path: str | os.PathLike[str]) -> Transcript:

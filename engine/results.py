@@ -130,6 +130,18 @@ class RunStats:
         }
 
 
+@dataclass(frozen=True)
+class TrackChoice:
+    """The audio track (1-based) that was transcribed, of `tracks`, and why (engine.audio_tracks)."""
+
+    track: int
+    tracks: int
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"track": self.track, "tracks": self.tracks, "why": self.why}
+
+
 @dataclass
 class Transcript:
     """A finished (or partial) transcription of one file."""
@@ -144,6 +156,7 @@ class Transcript:
     # (start, end) seconds of speech the VAD found and no segment covers, even after decoding them
     # again on their own; None when the check did not run (off, cancelled, or no VAD installed)
     uncovered_speech: list[tuple[float, float]] | None = None
+    audio_track: TrackChoice | None = None  # of a file with several audio tracks, else None
 
     @property
     def text(self) -> str:
@@ -162,4 +175,5 @@ class Transcript:
             "complete": self.complete,
             "uncovered_speech": None if self.uncovered_speech is None else
             [{"start": round(a, 3), "end": round(b, 3)} for a, b in self.uncovered_speech],
+            "audio_track": self.audio_track.to_dict() if self.audio_track else None,
         }

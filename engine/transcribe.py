@@ -21,6 +21,7 @@ import psutil
 import torch
 
 from engine.audio import AudioReader
+from engine.audio_tracks import TrackChoice, choose_track
 from engine.cancel import CancelToken  # noqa: F401  (part of this module's API)
 from engine.batching import FallbackState, move_to_cpu, run_with_oom_fallback
 from engine.decoding import DecodeOptions, DecodeResult, WindowDecoder
@@ -49,9 +50,10 @@ class TranscribeOptions:
     no_speech_threshold: float | None = 0.6
     condition_on_previous_text: bool = True
     initial_prompt: str | None = None
-    batch_size: int = 1  # > 1: decode VAD chunks (speech cut in pauses) this many at once, no prompt
+    batch_size: int = 1  # > 1: decode VAD chunks (speech cut in pauses) this many at once, each prompted by its lane
     without_timestamps: bool = False
     check_speech: bool = True  # after decoding, decode again any VAD speech left without text (speech_coverage)
+    audio_track: int | None = None  # 1-based; None: the track with the most speech (engine.audio_tracks)
 
 
 # The product's default beam (CLI and app): greedy is less accurate than faster-whisper's default (beam 5)
@@ -104,6 +106,7 @@ class _RunState:
     duration: float = 0.0
     uncovered: list[tuple[float, float]] | None = None  # None: the speech check did not run
     regions: list | None = None  # VAD speech regions (SpeechRegion), once found
+    track: TrackChoice | None = None  # the audio track decoded
 
     def sample_rss(self) -> None:
         self.peak_rss = max(self.peak_rss, psutil.Process().memory_info().rss)
@@ -137,7 +140,8 @@ class Transcriber:
         self.decoder.kv_peak = type(self.decoder.kv_peak)()
         if self.loaded.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.loaded.device)
-        with AudioReader(path) as reader:
+        self._state.track = choose_track(path, self.options.audio_track)
+        with AudioReader(path, self._state.track.track) as reader:
             self._state.duration = reader.info.duration_s
             if self.options.batch_size > 1:
                 yield from self._batched(path, reader, progress, cancel)
@@ -164,7 +168,8 @@ class Transcriber:
         duration = self._state.duration
         return Transcript(file=str(path), duration=duration, language=self._state.language,
                           model=self.loaded.info, segments=segments, stats=self.run_stats(duration), complete=complete,
-                          uncovered_speech=self._state.uncovered)
+                          uncovered_speech=self._state.uncovered,
+                          audio_track=self._state.track if self._state.track and self._state.track.tracks > 1 else None)
 
     def run_stats(self, audio_s: float) -> RunStats:
         st = self._state
@@ -321,7 +326,7 @@ class Transcriber:
         with contextlib.ExitStack() as stack:
             # one reader per lane, each reading forward through its own stretch of the file: a single
             # reader jumping between lanes would re-open (or decode from the start) at every batch
-            readers = [reader] + [stack.enter_context(AudioReader(path)) for _ in lanes[1:]]
+            readers = [reader] + [stack.enter_context(AudioReader(path, reader.track)) for _ in lanes[1:]]
             yield from self._batched_steps(regions, chunks, lanes, readers, progress, cancel)
         if pt.position < total:  # no speech at all
             self._report(progress, total, total)
@@ -386,7 +391,7 @@ class Transcriber:
 
         if self._state.regions is None:
             try:
-                self._state.regions = speech_regions(path)
+                self._state.regions = speech_regions(path, track=self._state.track.track if self._state.track else None)
             except VadUnavailable as e:
                 log.warning("%s: %s", path, e)
                 return None

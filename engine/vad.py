@@ -9,6 +9,7 @@ import logging
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from engine.audio import iter_chunks
@@ -65,20 +66,30 @@ def _vad():
         return _model
 
 
-def speech_regions(path: str | Path, threshold: float = 0.5, max_region_s: float = MAX_REGION_S) -> list[SpeechRegion]:
-    """Speech regions of a file, in seconds from its start, none longer than `max_region_s`.
+def _stamps(block: np.ndarray, threshold: float, max_region_s: float) -> list[dict]:
+    model, get_speech_timestamps = _vad()
+    with torch.inference_mode(), _Threads(1):
+        return get_speech_timestamps(torch.from_numpy(block), model, threshold=threshold,
+                                     sampling_rate=SAMPLE_RATE, max_speech_duration_s=max_region_s)
+
+
+def speech_seconds(samples: np.ndarray, threshold: float = 0.5) -> float:
+    """Seconds of speech in 16 kHz samples (a few minutes at most: held whole)."""
+    return sum(s["end"] - s["start"] for s in _stamps(samples, threshold, float("inf"))) / SAMPLE_RATE
+
+
+def speech_regions(path: str | Path, threshold: float = 0.5, max_region_s: float = MAX_REGION_S,
+                   track: int | None = None) -> list[SpeechRegion]:
+    """Speech regions of a file (of its audio track `track`), in seconds from its start, none
+    longer than `max_region_s`.
 
     Silero splits speech longer than that at the longest pause inside it (a hard cut only when
     it finds none), so batched decoding can pack regions into 30 s chunks without cutting words.
     """
-    model, get_speech_timestamps = _vad()
     out: list[SpeechRegion] = []
     offset = 0.0
-    for block in iter_chunks(path, BLOCK_S):
-        with torch.inference_mode(), _Threads(1):
-            stamps = get_speech_timestamps(torch.from_numpy(block), model, threshold=threshold,
-                                           sampling_rate=SAMPLE_RATE, max_speech_duration_s=max_region_s)
-        for s in stamps:
+    for block in iter_chunks(path, BLOCK_S, track=track):
+        for s in _stamps(block, threshold, max_region_s):
             region = SpeechRegion(offset + s["start"] / SAMPLE_RATE, offset + s["end"] / SAMPLE_RATE)
             if out and region.start - out[-1].end <= JOIN_GAP_S and region.end - out[-1].start <= max_region_s:
                 out[-1] = SpeechRegion(out[-1].start, region.end)

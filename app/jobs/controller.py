@@ -213,10 +213,13 @@ class JobController(QObject):
             job.segments = list(job.transcript.segments)
             job.fraction, job.eta_s = 1.0, None
             job.status = Status.DONE
+            self._autosave(job)  # its "Saved ..." first: the status bar keeps the last line, which matters more
+            if job.transcript.audio_track:
+                t = job.transcript.audio_track
+                self.notice.emit(f"{job.name}: transcribed audio track {t.track} of {t.tracks} ({t.why})")
             if job.transcript.uncovered_speech:
                 self.notice.emit(f"{job.name}: speech without text at {describe_gaps(job.transcript.uncovered_speech)}"
                                  " (decoded again on its own, still nothing)")
-            self._autosave(job)
             self._finish(job, Status.DONE)
         elif kind == P.CANCELLED:
             if m.get("transcript"):

@@ -147,3 +147,18 @@ def test_cancel_stops_within_a_window_and_keeps_the_worker(qtbot, window, shared
     assert 0 < job.fraction < 1 and job.segments  # stopped after a window; its transcript is kept
     assert shared_worker.pid == pid  # stopped by the cancel token, not by killing the process
     assert shared_worker.idle
+
+
+def test_a_video_with_several_audio_tracks_says_which_one_it_transcribed(qtbot, window, tmp_path):
+    from media_tracks import music_and_speech
+
+    path, _ = music_and_speech(tmp_path / "interview.mka", SAMPLE)
+    notices: list[str] = []
+    window.controller.notice.connect(notices.append)
+    [job] = window.add_paths([path])
+    wait_finished(qtbot, job)
+    assert job.status is Status.DONE, job.error
+    assert "ask not what your country" in job.text.lower()  # the speech track, not the music before it
+    said = "interview.mka: transcribed audio track 2 of 2 (most speech"
+    assert any(n.startswith(said) for n in notices), notices
+    assert window.statusBar().currentMessage().startswith(said)

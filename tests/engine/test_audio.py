@@ -189,6 +189,22 @@ def test_wav_sample_formats(tmp_path, speech, subtype: str, tol: float) -> None:
     np.testing.assert_allclose(a, x, atol=tol)
 
 
+@pytest.mark.parametrize("gain", [1e3, 1e30, 3e38])
+def test_float_wav_far_past_full_scale_is_scaled_down_whole_file(tmp_path, speech, gain: float) -> None:
+    # finite float samples of any size: Whisper needs full-scale audio (at 1000x it heard "What are
+    # you doing?", at 1e30 its features overflowed), so the file's peak is brought to 1.0
+    x = speech[1]
+    p = tmp_path / "loud.wav"
+    sf.write(p, (x * gain).astype(np.float32), 16000, subtype="FLOAT")
+    a = load_audio(p)
+    np.testing.assert_allclose(a, x / np.abs(x).max(), atol=1e-6)
+    with AudioReader(p) as r:  # a window read later in the file gets the same whole-file gain
+        np.testing.assert_allclose(r.read(5 * SAMPLE_RATE, SAMPLE_RATE), a[5 * SAMPLE_RATE: 6 * SAMPLE_RATE])
+    quiet = tmp_path / "overs.wav"  # ordinary overs of a float master are left alone
+    sf.write(quiet, (x * 1.2 / np.abs(x).max()).astype(np.float32), 16000, subtype="FLOAT")
+    np.testing.assert_allclose(load_audio(quiet), x * 1.2 / np.abs(x).max(), atol=1e-6)
+
+
 def test_downmix_is_channel_average(tmp_path, speech) -> None:
     x = speech[0]
     gains = np.array([1.0, 0.5, 0.8, 0.0, 0.3, 0.6], np.float32)

@@ -231,8 +231,9 @@ def test_txt_one_stripped_segment_per_line() -> None:
 def test_json_stable_key_set() -> None:
     d = json.loads(render(SAMPLE, "json"))
     assert set(d) == {"file", "duration", "language", "model", "text", "segments", "stats", "complete",
-                      "uncovered_speech"}  # issue 20: speech the transcript lacks (None: not checked)
-    assert d["uncovered_speech"] is None
+                      "uncovered_speech",  # issue 20: speech the transcript lacks (None: not checked)
+                      "audio_track"}  # issue 18: which of several audio tracks (None: the file has one)
+    assert d["uncovered_speech"] is None and d["audio_track"] is None
     assert d["file"] == "/recordings/talk.flac"
     assert d["duration"] == 50.0 and d["language"] == "en"
     assert d["model"] == {"source": "bundled:tiny.en", "name": "whisper tiny.en", "multilingual": False,

@@ -156,3 +156,14 @@ def test_beam_cross_kv_projected_once_per_window_is_exact(tiny, sample_path, mon
     assert fast.tokens == stock.tokens and fast.text == stock.text
     assert abs(fast.avg_logprob - stock.avg_logprob) < 1e-4
     assert fast_kv == dec_stock.kv_peak and fast_kv.cross_attn == 5 * 4 * 1500 * 384 * 2 * 4  # a copy per beam
+
+
+def test_unscaled_float_wav_transcribes_like_the_original(tmp_path, tiny, sample_path) -> None:
+    # a float WAV of finite samples far past full scale (1e30) once failed inside the sampler
+    import numpy as np
+    import soundfile as sf
+
+    x = load_audio(sample_path)
+    p = tmp_path / "unscaled.wav"
+    sf.write(p, (x * 1e30).astype(np.float32), 16000, subtype="FLOAT")
+    assert Transcriber(tiny).transcribe(p).text == Transcriber(tiny).transcribe(sample_path).text
