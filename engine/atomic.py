@@ -154,6 +154,59 @@ def check_replaceable_dir(final: PathLike, may_replace: Callable[[Path], bool], 
                              f"Choose a new or empty folder", path, _errno.ENOTEMPTY)
 
 
+_OWNER = ".writer-pid"  # inside a folder being built: the process building it
+
+
+def temp_dir_beside(final: PathLike) -> Path:
+    """A new hidden folder beside `final` to build it in (then `replace_dir`).
+
+    Folders that a killed run (kill -9, power loss) left beside `final` are dealt with first:
+    a half-built one whose writer is gone is removed; the previous folder that was renamed
+    aside in the instant before the new one went in is put back when `final` is missing.
+    """
+    dst = Path(final)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    sweep_abandoned(dst)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{dst.name}.new.", dir=dst.parent))
+    (tmp / _OWNER).write_text(str(os.getpid()), encoding="ascii")
+    return tmp
+
+
+def sweep_abandoned(final: PathLike) -> None:
+    """Remove the half-built folders of dead writers beside `final`; restore an old one set aside."""
+    import glob
+
+    dst = Path(final)
+    for p in sorted(dst.parent.glob(f"{TEMP_PREFIX}{glob.escape(dst.name)}.*")):
+        if not p.is_dir():
+            continue
+        if p.name.startswith(f"{TEMP_PREFIX}{dst.name}.old."):
+            if not dst.exists():
+                log.warning("%s: putting back the previous folder that an interrupted write set aside", dst)
+                os.rename(p, dst)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+        elif not _writer_alive(p):
+            log.info("removing %s, left half-written by an interrupted run", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _writer_alive(folder: Path) -> bool:
+    try:
+        pid = int((folder / _OWNER).read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return False  # no owner: its writer was already moving it into place when it died
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def replace_dir(tmp: PathLike, final: PathLike, may_replace: Callable[[Path], bool], what: str) -> Path:
     """Put the complete folder `tmp` at `final`; an old folder of ours stays until the new one is in place.
 
@@ -164,6 +217,7 @@ def replace_dir(tmp: PathLike, final: PathLike, may_replace: Callable[[Path], bo
     """
     new, dst = Path(tmp), Path(final)
     check_replaceable_dir(dst, may_replace, what)
+    (new / _OWNER).unlink(missing_ok=True)
     old: Path | None = None
     if dst.exists():
         old = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{dst.name}.old.", dir=dst.parent))

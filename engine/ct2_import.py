@@ -11,13 +11,12 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from engine.atomic import replace_dir
+from engine.atomic import replace_dir, temp_dir_beside
 from engine.ct2_format import CT2FormatError, CT2Model, read_model_bin
 
 log = logging.getLogger(__name__)
@@ -192,8 +191,7 @@ def import_ct2_folder(src: Path, dst: Path, *, model_bin: Path | None = None) ->
     hf.generation_config = gen
     hf.to(torch.float16)  # CTranslate2 exports are float16 already: no precision is lost, half the disk
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    tmp = temp_dir_beside(dst)
     try:
         hf.save_pretrained(tmp, safe_serialization=True)
         tokenizer = WhisperTokenizerFast(tokenizer_file=str(tok_path), eos_token="<|endoftext|>",

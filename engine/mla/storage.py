@@ -12,12 +12,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from engine.atomic import check_replaceable_dir, replace_dir
+from engine.atomic import check_replaceable_dir, replace_dir, temp_dir_beside
 from engine.mla.config import MLAConfig
 
 log = logging.getLogger(__name__)
@@ -74,8 +73,7 @@ def save_mla_model(model, mla_config: MLAConfig, out_dir: str | Path, *, tokeniz
 
     out = Path(out_dir)
     check_model_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         save_file(_state_for_saving(model, dtype), str(tmp / WEIGHTS), metadata={"format": "pt", "whisper_mla": "1"})
         model.config.save_pretrained(tmp)
