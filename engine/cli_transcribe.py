@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"{DEFAULT_BEAM} = beam search (default: as accurate as faster-whisper's default on every dev set); "
                         "1 = greedy, about half the time on a CPU and 0.4-1.2 WER points worse")
     p.add_argument("--batch-size", type=cli_args.batch_size, default=1,
-                   help="decode N chunks of speech at once, cut in the pauses a VAD finds (about half the time on a "
-                        "CPU at N=8, more on a GPU; on the dev files 0-0.9 WER points from sequential); "
+                   help="decode N chunks of speech at once, cut in the pauses a VAD finds (on a "
+                        "CPU at N=8: 0.56-0.71x sequential's time, -0.4 to +0.7 WER points from it on the dev files); "
                         "'auto' = the largest that fits --memory-budget; default 1: sequential")
     p.add_argument("--memory-budget", type=cli_args.memory_size, default=None,
                    help="with --batch-size auto: memory to fit in, e.g. 6GB (default: free device memory minus a margin)")
