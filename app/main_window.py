@@ -222,7 +222,11 @@ class MainWindow(QMainWindow):
 
     def _title(self, job: Job) -> str:
         n = len(job.segments)
-        return f"{job.name} — {job.status_text} — {n} segment{'s' if n != 1 else ''}"
+        title = f"{job.name} — {job.status_text} — {n} segment{'s' if n != 1 else ''}"
+        track = job.transcript.audio_track if job.transcript else None
+        if track:  # a file with several audio tracks: which one this text is of, where the user looks
+            title += f" — audio track {track.track} of {track.tracks}"
+        return title
 
     def _show_job(self, job: Job | None) -> None:
         if job is None:

@@ -162,3 +162,5 @@ def test_a_video_with_several_audio_tracks_says_which_one_it_transcribed(qtbot, 
     said = "interview.mka: transcribed audio track 2 of 2 (most speech"
     assert any(n.startswith(said) for n in notices), notices
     assert window.statusBar().currentMessage().startswith(said)
+    window.job_panel.select(job)  # and above its transcript, where it stays
+    assert window.transcript.title.full_text().endswith("— audio track 2 of 2")
