@@ -241,8 +241,8 @@ def _decode(p: str, seek_to: int = 0, gain: float | None = None, track: int | No
     c = _open(p)
     try:
         info, s, exact, _ = _inspect(c, p, track)
-        if gain is None:
-            gain = _level_gain(p, s.codec_context.name, track)
+        if gain is None:  # keyed by the stream decoded, whether asked for by number or by default
+            gain = _level_gain(p, s.codec_context.name, info.track)
         t0 = float(s.start_time * s.time_base) if s.start_time is not None else 0.0
         expected = round(info.duration_s * SAMPLE_RATE) if exact else None
         pos: int | None = 0

@@ -18,7 +18,7 @@ from engine.atomic import check_writable_dir
 from engine import cli_args
 from engine.batching import choose_batch_size
 from engine.transcribe import DEFAULT_BEAM
-from engine.media_files import MediaInputError, expand
+from engine.media_files import expand
 from engine.model_sources import KV_CACHE_MODES, ModelSourceError
 from engine.results import Progress, Segment
 from engine.speech_coverage import describe_gaps
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=".", help="output folder (default: current folder)")
     p.add_argument("--beam-size", type=cli_args.beam_size, default=DEFAULT_BEAM,
                    help=f"{DEFAULT_BEAM} = beam search (default: as accurate as faster-whisper's default on every dev set); "
-                        "1 = greedy, about half the time on a CPU and 0.4-1.2 WER points worse")
+                        "1 = greedy, 0.5-0.7x the time on a CPU and 0.4-1.2 WER points worse")
     p.add_argument("--batch-size", type=cli_args.batch_size, default=1,
                    help="decode N chunks of speech at once, cut in the pauses a VAD finds (on a "
                         "CPU at N=8: 0.56-0.71x sequential's time, -0.4 to +0.7 WER points from it on the dev files); "
@@ -107,16 +107,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    usable: list[str] = []
-    empty: list[str] = []
-    for given in args.files:  # a folder without recordings is one bad input among the others, not the end
-        try:
-            expand([given], require_media=True)
-        except MediaInputError as e:
-            empty.append(str(e))
-        else:
-            usable.append(given)
-    files = expand(usable)  # duplicates across the inputs removed
+    empty: list[str] = []  # a folder without recordings is one bad input among the others, not the end
+    files = expand(args.files, require_media=True, on_empty=lambda e: empty.append(str(e)))
     for message in empty:
         print(f"error: {message}", file=sys.stderr)
     if not files:

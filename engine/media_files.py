@@ -6,7 +6,7 @@ convert --calibrate, finetune --audio), so a folder means the same thing everywh
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 AUDIO_EXTENSIONS = frozenset({
@@ -34,13 +34,15 @@ def media_in_folder(folder: Path) -> list[Path]:
     return found
 
 
-def expand(paths: Iterable[str | os.PathLike], *, require_media: bool = False) -> list[Path]:
+def expand(paths: Iterable[str | os.PathLike], *, require_media: bool = False,
+           on_empty: Callable[[MediaInputError], None] | None = None) -> list[Path]:
     """Files as given (any extension: the user chose them) plus media files found in folders.
 
     Duplicates are removed, keeping the first position. Paths that do not exist are kept as
     given, so the caller reports them by name. `require_media`: a folder with no media file
-    raises `MediaInputError` naming it (a command line asked for its recordings); otherwise it
-    adds nothing (a drop of mixed folders).
+    raises `MediaInputError` naming it (a command line asked for its recordings), or, with
+    `on_empty`, is handed to it as that error and the other paths are still expanded;
+    otherwise it adds nothing (a drop of mixed folders).
     """
     out: list[Path] = []
     seen: set[Path] = set()
@@ -56,8 +58,11 @@ def expand(paths: Iterable[str | os.PathLike], *, require_media: bool = False) -
         if p.is_dir():
             found = media_in_folder(p)
             if not found and require_media:
-                raise MediaInputError(f"{p}: no audio or video files in this folder "
-                                      f"(looked for {', '.join(sorted(AUDIO_EXTENSIONS))} and video containers)")
+                e = MediaInputError(f"{p}: no audio or video files in this folder "
+                                    f"(looked for {', '.join(sorted(AUDIO_EXTENSIONS))} and video containers)")
+                if on_empty is None:
+                    raise e
+                on_empty(e)
             for f in found:
                 add(f)
         else:

@@ -356,7 +356,9 @@ class Transcriber:
             retry = [(r, gap) for r, (c, segs) in enumerate(zip(group, found)) for gap in missed_speech(regions, c, segs)]
             retried = self._decode_chunks([row_readers[r] for r, _ in retry], [g for _, g in retry])[0]
             for (r, gap), segs in zip(retry, retried):
-                kept = self._without_seams([seg for seg in segs if _mostly_inside(seg, gap)], found[r])
+                a, b = gap.start / FRAMES_PER_SECOND, gap.end / FRAMES_PER_SECOND
+                inside = [seg for seg in segs if _mostly_within(seg, a, b)]
+                kept = self._without_seams(inside, found[r])
                 found[r] = sorted(found[r] + kept, key=lambda seg: seg.start)
             for (k, _), segs, result in zip(rows, found, results):
                 if not self.options.condition_on_previous_text or result is None or result.temperature > 0.5:
@@ -471,8 +473,7 @@ class Transcriber:
                 result = self._decode_with_fallback(enc, None, seed=first)
                 if not self._is_silence(result):
                     for seg in self._window_segments(result, first, n, self.point.next_id):
-                        inside = min(seg.end, end_s) - max(seg.start, start_s)
-                        if inside >= 0.5 * (seg.end - seg.start):  # not a neighbour's words again
+                        if _mostly_within(seg, start_s, end_s):
                             yield seg
             first += n
 
@@ -524,10 +525,10 @@ class Transcriber:
         return results  # type: ignore[return-value]
 
 
-def _mostly_inside(seg: Segment, chunk: Chunk) -> bool:
-    """A segment of a re-decoded stretch that is not a neighbour's words again."""
-    a, b = chunk.start / FRAMES_PER_SECOND, chunk.end / FRAMES_PER_SECOND
-    return min(seg.end, b) - max(seg.start, a) >= 0.5 * (seg.end - seg.start)
+def _mostly_within(seg: Segment, start_s: float, end_s: float) -> bool:
+    """At least half of `seg` lies in [start_s, end_s]: a segment of a re-decoded stretch that is
+    not a neighbour's words again."""
+    return min(seg.end, end_s) - max(seg.start, start_s) >= 0.5 * (seg.end - seg.start)
 
 
 def _frames(reader: AudioReader) -> int:

@@ -22,7 +22,7 @@ BLOCK_S = 600.0  # seconds of audio handed to the VAD at once
 JOIN_GAP_S = 0.3  # regions split only by a block boundary (or a breath) count as one
 MAX_REGION_S = 30.0  # longer speech is split at its longest pause, so every region fits one decoder window
 
-_model = None  # (TorchScript VAD, silero_vad.get_speech_timestamps), loaded once
+_model = None  # (Silero model, its get_speech_timestamps function), loaded once: see _vad
 _lock = threading.Lock()
 
 
