@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QInputDialog, QMainWindow, QMessageBox, QSplitter, QStyle, QToolBar,
+from PySide6.QtWidgets import (QFileDialog, QFrame, QInputDialog, QMainWindow, QMessageBox, QSplitter, QStyle, QToolBar,
                                QVBoxLayout, QWidget)
 
 from app import APP_NAME
@@ -96,11 +96,14 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(container)
         layout.setContentsMargins(8, 8, 8, 4)
         layout.addWidget(self.main_split)
-        self.setCentralWidget(container)
-
+        # the memory readout has its own strip: in the status bar it took the room that the
+        # messages ("Added 3 files", "Wrote talk.srt") are drawn in, and they never showed (issue 22)
         self.memory_status = MemoryStatus()
         self.memory_status.set_choice(self.controller.choice)
-        self.statusBar().addPermanentWidget(self.memory_status, 1)
+        self.memory_status.setFrameShape(QFrame.Shape.StyledPanel)
+        layout.addWidget(self.memory_status)
+        self.setCentralWidget(container)
+        self.statusBar().setAccessibleName("Messages")  # made now, so it is laid out before the first message
         self._build_actions()
 
     def _action(self, text: str, shortcut, slot, icon: QStyle.StandardPixmap | None = None, tip: str = "") -> QAction:

@@ -13,7 +13,8 @@ from typing import Any
 
 BUNDLED_MODELS = ("tiny.en", "base")  # mirrors engine.model_sources.BUNDLED without importing torch here
 DEFAULT_MODEL = "tiny.en"
-KV_MODES = ("compressed", "stock", "mla")  # compressed: engine.mla.exact_latent, the product's default
+KV_MODES = ("compressed", "exact", "stock", "mla")  # engine.mla.exact_latent.apply_cache_mode; compressed: the default
+LOAD_TIME_MODES = ("compressed", "exact")  # made from the loaded weights in milliseconds, no conversion
 KV_PRESETS = (0.75, 0.875)  # KV reduction 1 - r/2d: r = d/2 and r = d/4
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_BEAM = 5  # mirrors engine.transcribe.DEFAULT_BEAM (beam search: why, there) without importing torch
@@ -22,7 +23,7 @@ DEFAULT_BEAM = 5  # mirrors engine.transcribe.DEFAULT_BEAM (beam search: why, th
 @dataclass(frozen=True)
 class ModelChoice:
     source: str = DEFAULT_MODEL  # bundled name, model folder or hub id
-    kv_mode: str = "compressed"  # "compressed" (exact, the default), "stock" or "mla" (a deeper conversion)
+    kv_mode: str = "compressed"  # "compressed" (8-bit latent, the default), "exact", "stock" or "mla" (converted)
     kv_reduction: float | None = 0.75  # used when kv_mode == "mla" and rank is None
     rank: int | None = None  # custom latent rank (overrides kv_reduction)
     exact_cross: bool = False  # cache-free exact cross-attention (MLA mode only)
@@ -75,11 +76,11 @@ class ModelChoice:
         return f"{short}-mla-{self.kv_text().replace('%', 'pct').replace(' ', '')}-{digest}"
 
     def kv_text(self) -> str:
-        """'compressed (exact)', 'stock', 'MLA 87.5%', 'MLA r=64' (+ exact cross)."""
+        """'compressed (8-bit)', 'compressed (exact)', 'stock', 'MLA 87.5%', 'MLA r=64' (+ exact cross)."""
         if not self.is_mla:
             if is_mla_folder(self.source):
                 return "MLA (folder)"
-            return "compressed (exact)" if self.kv_mode == "compressed" else "stock"
+            return {"compressed": "compressed (8-bit)", "exact": "compressed (exact)"}.get(self.kv_mode, "stock")
         core = f"MLA r={self.rank}" if self.rank else f"MLA {100 * (self.kv_reduction or 0):g}%"
         return core + (" + exact cross" if self.exact_cross else "")
 
@@ -92,7 +93,7 @@ class ModelChoice:
     @property
     def kv_cache(self) -> str:
         """What `engine.model_sources.resolve_model(kv_cache=...)` is asked for this choice's source."""
-        return "compressed" if self.kv_mode == "compressed" else "stock"
+        return self.kv_mode if self.kv_mode in LOAD_TIME_MODES else "stock"
 
     def label(self) -> str:
         return f"{self.source_text()} · {self.kv_text()}"

@@ -42,7 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     mla.add_argument("--mla", default=None, metavar="DIR", help="a saved Whisper-MLA folder (whisper-mla convert)")
     mla.add_argument("--kv-reduction", type=_reduction, default=None,
                      help="convert the stock model in process to this KV reduction, calibrated (e.g. 0.75); "
-                          "default: the compressed default mode (exact: same transcript, far smaller caches)")
+                          "default: the load-time mode of --kv-cache")
+    p.add_argument("--kv-cache", default="compressed", choices=("compressed", "exact"),
+                   help="the MLA side when no --mla/--kv-reduction is given: compressed (default: the layer "
+                        "input as the latent, in 8 bits, no cross cache) or exact (the same latent unrounded: "
+                        "stock's transcript)")
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--beam-size", type=cli_args.beam_size, default=1)
     p.add_argument("--batch-size", type=cli_args.batch_size, default=1, help="chunks decoded at once, or 'auto'")
@@ -121,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = run_comparison(args.file, stock_spec=args.model, mla_spec=args.mla, kv_reduction=args.kv_reduction,
+                                cache_mode=args.kv_cache,
                                 device=args.device, beam_size=args.beam_size, batch_size=args.batch_size,
                                 reference_text=reference, on_progress=progress)
     except (AudioError, ModelSourceError, ValueError) as e:

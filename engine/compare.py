@@ -137,8 +137,9 @@ class ComparisonReport:
 
     def mla_parts(self) -> list[str]:
         """Which parts of the MLA side are exact and which approximate (empty for a stock model)."""
-        cfg = self.mla.model.extra.get("mla") if self.mla else None
-        return MLAConfig.from_dict(cfg).exactness() if isinstance(cfg, dict) else []
+        extra = self.mla.model.extra if self.mla else {}
+        cfg = extra.get("mla")
+        return MLAConfig.from_dict(cfg).exactness(bool(extra.get("latent_int8"))) if isinstance(cfg, dict) else []
 
 
 # -- pieces ---------------------------------------------------------------------------------
@@ -187,15 +188,15 @@ def convert_in_process(stock: LoadedModel, kv_reduction: float, *, copy_model: b
     return replace(stock, model=model, info=info)
 
 
-def compress_in_process(stock: LoadedModel, *, copy_model: bool = True) -> LoadedModel:
-    """The default compressed mode of `stock` (exact: the same transcript, far smaller caches)."""
-    from engine.mla.exact_latent import compress_exact, kv_mode_text
+def compress_in_process(stock: LoadedModel, *, copy_model: bool = True, mode: str = "compressed") -> LoadedModel:
+    """A load-time cache mode of `stock` ("compressed", the default, or "exact": stock's transcript)."""
+    from engine.mla.exact_latent import apply_cache_mode
 
     model = copy.deepcopy(stock.model) if copy_model else stock.model
-    cfg = compress_exact(model, source=stock.info.source)
+    applied = apply_cache_mode(model, mode, source=stock.info.source)
     info = ModelInfo(source=stock.info.source, name=f"{stock.info.name} (compressed)",
-                     multilingual=stock.info.multilingual, kv_mode=kv_mode_text(cfg, model.config.d_model),
-                     extra={"kind": "compressed-in-process", "mla": cfg.to_dict()})
+                     multilingual=stock.info.multilingual, kv_mode=applied.kv_mode,
+                     extra={"kind": "compressed-in-process", **applied.extra()})
     return replace(stock, model=model, info=info)
 
 
@@ -233,6 +234,7 @@ def run_comparison(
     stock_spec: str | LoadedModel | None = None,
     mla_spec: str | LoadedModel | None = None,
     kv_reduction: float | None = None,
+    cache_mode: str = "compressed",
     device: str = "cpu",
     beam_size: int = 1,
     batch_size: int | str = 1,
@@ -247,8 +249,9 @@ def run_comparison(
     `stock_spec`: any `resolve_model` spec (default tiny.en) or an already loaded model.
     `mla_spec`: a saved MLA folder (or loaded MLA model); when None the stock model is
     converted in process, in place when this function loaded it itself, on a copy otherwise:
-    to the default compressed mode (exact, `engine.mla.exact_latent`) when `kv_reduction` is
-    None, else calibrated at `kv_reduction` (default calibration audio). `batch_size` may be
+    to the load-time `cache_mode` ("compressed", the default 8-bit latent, or "exact";
+    `engine.mla.exact_latent`) when `kv_reduction` is None, else calibrated at `kv_reduction`
+    (default calibration audio). `batch_size` may be
     "auto" (chosen per model by `engine.batching`, so MLA may get a larger batch).
     Callbacks get the run label ("stock" / "mla") first; `on_sample` runs on the sampler thread.
     """
@@ -264,10 +267,10 @@ def run_comparison(
         return report
     if isinstance(mla_spec, LoadedModel):
         mla = mla_spec
-    elif mla_spec is not None:
-        mla = resolve_model(mla_spec, device=device)
+    elif mla_spec is not None:  # a converted folder: its ranks, its latent in 8 bits under "compressed"
+        mla = resolve_model(mla_spec, device=device, kv_cache=cache_mode)
     elif kv_reduction is None:
-        mla = compress_in_process(stock, copy_model=not owned)
+        mla = compress_in_process(stock, copy_model=not owned, mode=cache_mode)
     else:
         mla = convert_in_process(stock, kv_reduction, copy_model=not owned)
     if getattr(mla.model, "mla_config", None) is None:

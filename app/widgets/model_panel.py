@@ -38,13 +38,16 @@ class ModelPanel(QGroupBox):
         self.add_hub.setToolTip("Use a Hugging Face hub model, e.g. openai/whisper-small (downloads once)")
         self.add_hub.setAccessibleName("Add hub model")
         self.cache = QComboBox()
-        self.cache.addItem("Compressed, exact (default)", "compressed")
+        self.cache.addItem("Compressed, 8-bit (default)", "compressed")
+        self.cache.addItem("Compressed, exact", "exact")
         self.cache.addItem("Stock Whisper (full KV cache)", "stock")
         self.cache.addItem("Whisper-MLA, smaller (converted)", "mla")
-        self.cache.setItemData(0, "Half the self-attention cache and no cross-attention cache, made from the "
-                                  "model's own weights when it loads: the same transcript as stock Whisper",
-                               Qt.ItemDataRole.ToolTipRole)
-        self.cache.setItemData(2, "A deeper latent (75% or 87.5% smaller self-attention cache) made by a "
+        self.cache.setItemData(0, "An eighth of stock's self-attention cache and no cross-attention cache, made "
+                                  "from the model's own weights when it loads; transcripts differ from stock's "
+                                  "less than stock's own 16-bit run does", Qt.ItemDataRole.ToolTipRole)
+        self.cache.setItemData(1, "Half the self-attention cache and no cross-attention cache: the same "
+                                  "transcript as stock Whisper", Qt.ItemDataRole.ToolTipRole)
+        self.cache.setItemData(3, "A deeper latent (75% or 87.5% smaller self-attention cache) made by a "
                                   "calibrated conversion: saves more, may change some words",
                                Qt.ItemDataRole.ToolTipRole)
         self.cache.setAccessibleName("KV cache mode")

@@ -41,8 +41,8 @@ def mla_models(choice: ModelChoice, models_dir: str | None, stage) -> dict:
     if is_mla_folder(choice.source):
         raise ValueError("The comparison needs a stock model: choose the original Whisper model "
                          "(the MLA side is converted from it)")
-    if not choice.is_mla:  # the default mode: exact, made in process in milliseconds
-        return {"kv_reduction": None}
+    if not choice.is_mla:  # a load-time mode (the default): made in process in milliseconds
+        return {"kv_reduction": None, "cache_mode": choice.kv_cache}
     folder = Path(models_dir) / choice.conversion_name() if models_dir else None
     if folder is not None and is_mla_folder(str(folder)):
         return {"mla_spec": str(folder)}

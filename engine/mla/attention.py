@@ -96,6 +96,7 @@ class MLAAttention(WhisperAttention):
         self.path: Path = "auto"
         self.absorb: Absorb = "auto"
         self._absorbed: _Absorbed | None = None
+        self.latent_codec = None  # an engine.mla.latent_int8.Int8LatentCodec: the cache in 8 bits
 
     @classmethod
     def like(cls, attn: WhisperAttention, rank: int) -> "MLAAttention":
@@ -138,16 +139,19 @@ class MLAAttention(WhisperAttention):
             cache = kwargs.pop("past_key_values")
         is_cross = key_value_states is not None
         layer_cache, is_updated = select_cache(cache, self.layer_idx, is_cross)
+        codec = self.latent_codec if layer_cache is not None else None
         if is_cross and layer_cache is not None and is_updated:
-            latent = cached_latent(layer_cache, self.layer_idx)
+            latent = cached_latent(layer_cache, self.layer_idx, codec, hidden_states.dtype)
         else:
             source = key_value_states if is_cross else hidden_states
             latent = self.kv_down(source)
             if layer_cache is not None:
-                latent = store_latent(layer_cache, latent, self.layer_idx)
+                latent = store_latent(layer_cache, latent, self.layer_idx, codec)
         use_absorbed = self.path == "absorbed" or (self.path == "auto" and layer_cache is not None and not self.training)
         if use_absorbed:
-            return self._absorbed_attention(hidden_states, latent, attention_mask, output_attentions, is_cross)
+            return self._absorbed_attention(hidden_states, latent, attention_mask, output_attentions, is_cross, codec)
+        if codec is not None:  # the naive path up-projects every token: back to the latent's own basis
+            latent = codec.unrotate(latent)
         return self._naive_attention(hidden_states, latent, attention_mask, output_attentions, **kwargs)
 
     def _naive_attention(self, x, latent, attention_mask, output_attentions, **kwargs):
@@ -162,10 +166,10 @@ class MLAAttention(WhisperAttention):
                                  scaling=1.0, output_attentions=output_attentions, **kwargs)
         return self.out_proj(out.reshape(b, tq, -1).contiguous()), weights
 
-    def _absorbed_attention(self, x, latent, attention_mask, output_attentions, is_cross):
+    def _absorbed_attention(self, x, latent, attention_mask, output_attentions, is_cross, codec=None):
         b, tq, _ = x.shape
         h, r = self.num_heads, self.rank
-        w = self.absorbed_weights()
+        w = self.absorbed_weights(codec)
         if w.fused:
             qa = nn.functional.linear(x, w.q_weight, w.q_bias).view(b, tq, h, r).transpose(1, 2)
         else:  # per head, the batch folded into the rows (no per-row copy of the weights)
@@ -189,22 +193,24 @@ class MLAAttention(WhisperAttention):
         d, h, r = self.embed_dim, self.num_heads, self.rank
         return h * r * d < d * d + r * d
 
-    def absorbed_weights(self) -> _Absorbed:
+    def absorbed_weights(self, codec=None) -> _Absorbed:
+        """The absorbed weights; with a codec, for reading its rotated latent (W_uk R, W_uv R)."""
         params = (self.q_proj.weight, self.q_proj.bias, self.k_up.weight, self.v_up.weight, self.v_up.bias,
                   self.out_proj.weight, self.out_proj.bias)
         fused = self.use_fused()
-        key = (fused,) + tuple((p.data_ptr(), _version(p), p.dtype, p.device) for p in params)
+        key = (fused, id(codec)) + tuple((p.data_ptr(), _version(p), p.dtype, p.device) for p in params)
         if self._absorbed is None or self._absorbed.key != key:
-            self._absorbed = self._build_absorbed(key, fused)
+            self._absorbed = self._build_absorbed(key, fused, codec)
         return self._absorbed
 
     @torch.no_grad()
-    def _build_absorbed(self, key: tuple, fused: bool) -> _Absorbed:
+    def _build_absorbed(self, key: tuple, fused: bool, codec=None) -> _Absorbed:
         d, h, dh, r = self.embed_dim, self.num_heads, self.head_dim, self.rank
         dtype = self.q_proj.weight.dtype
         f32 = lambda t: t.detach().float()  # noqa: E731 - products in fp32, stored in the module dtype
-        uk = f32(self.k_up.weight).view(h, dh, r)
-        uv = f32(self.v_up.weight).view(h, dh, r)
+        up = (lambda w: codec.rotated_up_weight(f32(w))) if codec is not None else f32  # noqa: E731
+        uk = up(self.k_up.weight).view(h, dh, r)
+        uv = up(self.v_up.weight).view(h, dh, r)
         o_bias = f32(self.out_proj.weight) @ f32(self.v_up.bias) + f32(self.out_proj.bias)
         cast = lambda t: t.to(dtype).contiguous()  # noqa: E731
         if not fused:

@@ -68,15 +68,19 @@ class MLAConfig:
             parts.append("exact cross")
         return " + ".join(parts) if parts else "stock"
 
-    def exactness(self) -> list[str]:
+    def exactness(self, latent_int8: bool = False) -> list[str]:
         """Per attention kind, whether this conversion is exact or an approximation (for reports)."""
         lines = []
         for kind in self.modules:
-            if self.init == "exact":
+            if self.init == "exact" and latent_int8:
+                lines.append(f"{kind}: approximate, within stock's own fp32/bf16 spread (caches the layer input, "
+                             "rotated, in 8 bits with a scale per 64 channels)")
+            elif self.init == "exact":
                 lines.append(f"{kind}: exact (caches the layer input, rank d: half of stock's K + V)")
             else:
                 rs = "/".join(str(r) for r in sorted(set(self.ranks.get(kind, [])))) or "?"
-                lines.append(f"{kind}: approximate (latent rank {rs}, {self.init} factorisation)")
+                bits = ", held in 8 bits" if latent_int8 else ""
+                lines.append(f"{kind}: approximate (latent rank {rs}, {self.init} factorisation{bits})")
         if self.exact_cross:
             lines.append("cross: exact (attends over the encoder output, no cache)")
         return lines

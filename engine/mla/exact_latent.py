@@ -4,11 +4,13 @@ Decoder self-attention reads keys and values from the same layer-normed input h
 (K = W_k h, V = W_v h + b_v), so caching h itself is a latent of rank d with W_dkv = I,
 W_uk = W_k and W_uv = W_v: half of stock's K + V per token, with no approximation and no
 calibration audio. Cross-attention goes cache-free (`ExactCrossAttention`). Together they
-are what every model runs unless the user picks stock (`--kv-cache compressed`).
+are the exact mode (`--kv-cache exact`); the default (`--kv-cache compressed`) also holds
+that latent in 8 bits (`engine.mla.latent_int8`).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import torch
@@ -58,7 +60,54 @@ def compress_exact(model, source: str = "") -> MLAConfig:
     return cfg
 
 
-def kv_mode_text(cfg: MLAConfig, d_model: int) -> str:
-    """ModelInfo.kv_mode of the default mode: says it is the compressed default and that it is exact."""
+def kv_mode_text(cfg: MLAConfig, d_model: int, int8_dtype: torch.dtype | None = None) -> str:
+    """ModelInfo.kv_mode of a load-time mode: 'compressed (8-bit latent): ...' or 'compressed (exact): ...'.
+
+    With the 8-bit latent the share is against stock's K + V in the model's dtype, scales included.
+    """
+    if int8_dtype is not None:
+        from engine.mla.latent_int8 import group_for
+
+        held = d_model + 2 * (d_model // group_for(d_model))
+        stock = 2 * d_model * torch.finfo(int8_dtype).bits // 8
+        return (f"compressed (8-bit latent): mla decoder-self r={d_model} int8 "
+                f"({100 * (1 - held / stock):.1f}% less than stock K+V) + exact cross")
     return f"compressed (exact): {cfg.describe(d_model)}"
 
+
+@dataclass(frozen=True)
+class AppliedCacheMode:
+    """What `apply_cache_mode` made: the ModelInfo.kv_mode text and the record for ModelInfo.extra."""
+
+    kv_mode: str
+    mla: MLAConfig | None = None
+    latent_int8: bool = False
+
+    def extra(self) -> dict:
+        if self.mla is None:
+            return {}
+        return {"mla": self.mla.to_dict(), **({"latent_int8": True} if self.latent_int8 else {})}
+
+
+def apply_cache_mode(model, mode: str, source: str = "") -> AppliedCacheMode:
+    """Give a loaded model the asked cache mode in place.
+
+    "compressed": the exact latent held in 8 bits (the default); "exact": the same latent in
+    the model's dtype (stock's transcript); "stock": left as transformers runs it. A model that
+    is already MLA (a converted folder) keeps its ranks; "compressed" holds its latent in 8 bits too.
+    """
+    from engine.mla.latent_int8 import quantize_latent_caches
+
+    cfg = getattr(model, "mla_config", None)
+    d = model.config.d_model
+    if cfg is not None:
+        int8 = mode == "compressed" and quantize_latent_caches(model) > 0
+        return AppliedCacheMode(cfg.describe() + (", latent int8" if int8 else ""), cfg, int8)
+    if mode == "stock":
+        return AppliedCacheMode("stock")
+    cfg = compress_exact(model, source=source)
+    int8 = mode == "compressed"
+    if int8:
+        quantize_latent_caches(model)
+    dtype = model.model.decoder.layers[0].self_attn.q_proj.weight.dtype
+    return AppliedCacheMode(kv_mode_text(cfg, d, dtype if int8 else None), cfg, int8)

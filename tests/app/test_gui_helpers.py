@@ -27,7 +27,10 @@ def test_model_choice_round_trip_and_keys():
     assert ModelChoice.from_dict(c.to_dict()) == c
     assert c.kv_text() == "MLA 87.5%"
     assert ModelChoice(kv_mode="mla", rank=64, exact_cross=True).kv_text() == "MLA r=64 + exact cross"
-    assert ModelChoice().kv_text() == "compressed (exact)"  # the default mode (issue 21)
+    assert ModelChoice().kv_text() == "compressed (8-bit)"  # the default mode (issue 21)
+    assert ModelChoice(kv_mode="exact").kv_text() == "compressed (exact)"
+    assert ModelChoice(kv_mode="exact").kv_cache == "exact" and ModelChoice().kv_cache == "compressed"
+    assert ModelChoice(kv_mode="exact").model_key() != ModelChoice().model_key()  # a different loaded model
     assert ModelChoice(kv_mode="stock").kv_text() == "stock"
     # beam size and language do not change the loaded weights; the KV mode does
     assert c.model_key() == ModelChoice(source="tiny.en", kv_mode="mla", kv_reduction=0.875).model_key()
@@ -45,7 +48,7 @@ def test_a_saved_mla_folder_is_labelled_mla_before_it_loads(tmp_path):
     folder = tmp_path / "tiny-mla875"
     folder.mkdir()
     assert ModelChoice(source=str(folder), kv_mode="stock").label() == "tiny-mla875 · stock"  # plain folder
-    assert ModelChoice(source=str(folder)).label() == "tiny-mla875 · compressed (exact)"  # the default mode
+    assert ModelChoice(source=str(folder)).label() == "tiny-mla875 · compressed (8-bit)"  # the default mode
     (folder / "mla_config.json").write_text("{}")
     assert ModelChoice(source=str(folder)).label() == "tiny-mla875 · MLA (folder)"
 

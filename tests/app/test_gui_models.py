@@ -57,3 +57,17 @@ def test_comparison_shows_both_runs_and_a_lower_mla_kv_peak(qtbot, settings, mak
     assert win.run_button.isEnabled() and not win.cancel_button.isEnabled()
     win.close()
     assert not win.runner.worker.alive
+
+
+def test_cache_picker_defaults_to_8bit_and_runs_the_exact_mode_when_chosen(qtbot, make_window):
+    w = make_window()
+    panel = w.model_panel
+    modes = [panel.cache.itemData(i) for i in range(panel.cache.count())]
+    assert modes == ["compressed", "exact", "stock", "mla"] and panel.cache.currentData() == "compressed"
+    assert panel.cache.currentText() == "Compressed, 8-bit (default)"
+    panel.cache.setCurrentIndex(panel.cache.findData("exact"))
+    assert w.controller.choice.kv_cache == "exact"
+    [job] = w.add_paths([SHORT])
+    wait_finished(qtbot, job)
+    assert job.status is Status.DONE, job.error
+    assert job.model_label.endswith("compressed (exact)")

@@ -75,7 +75,7 @@ def test_job_completes_saves_and_exports(qtbot, window, settings):
     assert window.controller.output_dir == out / "exports"  # new jobs are saved there too
     # the row shows status, 100 % and the model / KV mode the worker reported
     row = [window.jobs.data(window.jobs.index(0, c)) for c in range(6)]
-    assert row[2].startswith("Done") and row[3] == "100%" and row[5] == "tiny.en · compressed (exact)"
+    assert row[2].startswith("Done") and row[3] == "100%" and row[5] == "tiny.en · compressed (8-bit)"
 
 
 def test_event_loop_stays_responsive_during_a_job(qtbot, window):

@@ -66,3 +66,26 @@ def test_status_bar_is_honest_about_the_gpu(qtbot, make_window, shared_worker):
     else:
         assert text.endswith("showing process memory and KV-cache bytes")
         assert "GPU memory:" in text
+
+
+def test_status_messages_are_not_hidden_by_the_memory_readout(qtbot, make_window):
+    """Issue 22: 'Added 3 files' and 'Wrote talk.srt' used to be drawn under the memory readout."""
+    w = make_window()
+    w.resize(800, 500)
+    w.show()
+    qtbot.waitExposed(w)
+    bar = w.statusBar()
+    assert not bar.isAncestorOf(w.memory_status)  # its own strip, above the status bar
+    assert w.memory_status.isVisible()
+    w.add_paths([])  # nothing added: the app says so in the status bar
+    message = bar.currentMessage()
+    assert message == "No new audio or video files found there"
+    # the whole message fits in the bar (nothing permanent takes its room) and is painted
+    assert bar.fontMetrics().horizontalAdvance(message) < bar.width() - 20
+    from PySide6.QtCore import QPoint
+
+    strip_bottom = w.memory_status.mapTo(w, QPoint(0, w.memory_status.height())).y()
+    assert strip_bottom <= bar.mapTo(w, QPoint(0, 0)).y()  # the strip sits above the bar, not over it
+    image = bar.grab().toImage()
+    colours = {image.pixel(x, image.height() // 2) for x in range(0, min(image.width(), 300), 2)}
+    assert len(colours) > 2  # text drawn, not an empty bar

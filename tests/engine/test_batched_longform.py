@@ -15,6 +15,7 @@ from engine.audio import load_audio
 from engine.features import FRAMES_PER_SECOND, N_FRAMES
 from engine.speech_chunks import Chunk, deal_lanes, missed_speech, plan_chunks
 from engine.speech_coverage import SpeechRegion
+from engine.model_sources import resolve_model
 from engine.transcribe import Transcriber, TranscribeOptions
 from engine.vad import speech_regions
 from engine.wer import word_error_rate
@@ -166,6 +167,7 @@ def test_kill_9_mid_batched_run_then_resume_gives_identical_transcript(tiny, tmp
     _, err = second.communicate(timeout=600)
     assert second.returncode == 0, err
     resumed = json.loads((tmp_path / "out" / "talk.json").read_text())
-    straight = Transcriber(tiny, TranscribeOptions(batch_size=2)).transcribe(audio)
+    default_mode = resolve_model(None, "cpu", kv_cache="compressed")  # what the CLI ran
+    straight = Transcriber(default_mode, TranscribeOptions(batch_size=2)).transcribe(audio)
     assert [(s["start"], s["end"], s["text"]) for s in resumed["segments"]] == \
            [(s.start, s.end, s.text) for s in straight.segments]

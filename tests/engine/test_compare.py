@@ -134,9 +134,9 @@ def test_cli_rejects_bad_input(tmp_path, capsys):
 
 
 
-def test_compare_defaults_to_the_exact_compressed_mode(tiny, data_dir):
-    """No MLA folder and no --kv-reduction: the MLA side is the product's default mode, exact by construction."""
-    report = run_comparison(data_dir / f"{CLIP}.flac", stock_spec=tiny)
+def test_compare_exact_mode_is_stock_by_construction(tiny, data_dir):
+    """No MLA folder and no --kv-reduction, exact asked: the MLA side gives stock's transcript."""
+    report = run_comparison(data_dir / f"{CLIP}.flac", stock_spec=tiny, cache_mode="exact")
     d = report.to_dict()
     assert d["mla"]["model"]["kv_mode"].startswith("compressed (exact)")
     assert d["mla_parts"] == ["decoder-self: exact (caches the layer input, rank d: half of stock's K + V)",
@@ -144,3 +144,15 @@ def test_compare_defaults_to_the_exact_compressed_mode(tiny, data_dir):
     assert d["mla"]["text"] == d["stock"]["text"] and d["wer_mla_vs_stock"] == 0
     stock_kv, mla_kv = d["stock"]["kv_cache_peak_bytes"], d["mla"]["kv_cache_peak_bytes"]
     assert mla_kv["cross"] == 0 and 2 * mla_kv["self"] == stock_kv["self"]
+
+
+def test_compare_defaults_to_the_8bit_compressed_mode(tiny, data_dir):
+    """Nothing asked: the MLA side is the product's default, and the report says which part is approximate."""
+    report = run_comparison(data_dir / f"{CLIP}.flac", stock_spec=tiny)
+    d = report.to_dict()
+    assert d["mla"]["model"]["kv_mode"].startswith("compressed (8-bit latent)")
+    assert d["mla_parts"][0].startswith("decoder-self: approximate") and "8 bits" in d["mla_parts"][0]
+    assert d["mla_parts"][1] == "cross: exact (attends over the encoder output, no cache)"
+    stock_kv, mla_kv = d["stock"]["kv_cache_peak_bytes"], d["mla"]["kv_cache_peak_bytes"]
+    assert mla_kv["cross"] == 0 and mla_kv["self"] < stock_kv["self"] / 7  # int8 + scales against fp32 K + V
+    assert d["wer_mla_vs_stock"] <= 0.1

@@ -1,4 +1,7 @@
-"""The default compressed cache (issue 21): exact, made at load time, what the CLI runs unasked."""
+"""The load-time exact cache (issue 21): made at load time, stock's tokens; the default adds 8 bits on top.
+
+The 8-bit default itself is tested in test_latent_int8.py.
+"""
 from __future__ import annotations
 
 import json
@@ -17,7 +20,8 @@ CLIPS = ("1089-134686-0000", "2033-164914-0001", "3080-5032-0003")
 
 @pytest.fixture(scope="module")
 def compressed():
-    return resolve_model(None, device="cpu", kv_cache="compressed")
+    """The exact mode: the default's structure without the 8-bit rounding."""
+    return resolve_model(None, device="cpu", kv_cache="exact")
 
 
 def test_compressed_mode_replaces_every_decoder_attention(compressed):
@@ -62,8 +66,8 @@ def test_compress_exact_refuses_a_converted_model(compressed):
 
 
 def test_unknown_kv_cache_mode_fails_before_loading():
-    with pytest.raises(ModelSourceError, match="choose compressed or stock"):
-        resolve_model(None, kv_cache="tiny")
+    with pytest.raises(ModelSourceError, match="choose compressed, exact, stock"):
+        resolve_model(None, kv_cache="tiny")  # the message names every mode
 
 
 def test_naive_and_absorbed_paths_agree(compressed):
@@ -81,12 +85,17 @@ def test_naive_and_absorbed_paths_agree(compressed):
     assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_cli_runs_the_compressed_mode_unless_stock_is_asked(tiny, sample_path, tmp_path):
-    for mode, args in (("compressed", ()), ("stock", ("--kv-cache", "stock"))):
+def test_cli_runs_the_compressed_mode_unless_another_is_asked(tiny, sample_path, tmp_path):
+    expected = {"compressed": "compressed (8-bit latent)", "exact": "compressed (exact)", "stock": "stock"}
+    peaks = {}
+    for mode, args in (("compressed", ()), ("exact", ("--kv-cache", "exact")), ("stock", ("--kv-cache", "stock"))):
         out = run_cli("transcribe", str(sample_path), "--format", "json", "--out", mode, "-q", *args, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert "Loading weights" not in out.stderr  # no third-party progress bars (issue 18, item 8)
         data = json.loads((tmp_path / mode / "jfk_inaugural_excerpt.json").read_text())
-        assert data["model"]["kv_mode"].startswith("compressed (exact)" if mode == "compressed" else "stock")
-        assert (data["stats"]["kv_cache_peak_bytes"]["cross"] == 0) == (mode == "compressed")
+        assert data["model"]["kv_mode"].startswith(expected[mode])
+        peaks[mode] = data["stats"]["kv_cache_peak_bytes"]
+        assert (peaks[mode]["cross"] == 0) == (mode != "stock")
         assert "ask not what your country can do for you" in data["text"].lower()
+    assert 2 * peaks["exact"]["self"] == peaks["stock"]["self"]
+    assert 3 * peaks["compressed"]["self"] < peaks["exact"]["self"]  # int8 codes + fp16 scales against fp32
