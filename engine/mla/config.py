@@ -73,8 +73,8 @@ class MLAConfig:
         lines = []
         for kind in self.modules:
             if self.init == "exact" and latent_int8:
-                lines.append(f"{kind}: approximate, within stock's own fp32/bf16 spread (caches the layer input, "
-                             "rotated, in 8 bits with a scale per 64 channels)")
+                lines.append(f"{kind}: approximate (caches the layer input, rotated, in 8 bits with a scale "
+                             "per 64 channels; next-token KL to stock 17x below stock bf16's on the dev utterances)")
             elif self.init == "exact":
                 lines.append(f"{kind}: exact (caches the layer input, rank d: half of stock's K + V)")
             else:
