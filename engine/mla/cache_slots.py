@@ -22,7 +22,6 @@ from transformers.cache_utils import Cache, EncoderDecoderCache
 from engine.kv_cache import cache_bytes as kv_cache_bytes  # noqa: F401  (the one byte counter; re-exported)
 
 
-
 def select_cache(cache: Cache | None, layer_idx: int | None, is_cross: bool) -> tuple[Cache | None, bool]:
     """The per-kind cache for this module and whether the cross entry is already filled.
 

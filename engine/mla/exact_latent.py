@@ -60,16 +60,14 @@ def compress_exact(model, source: str = "") -> MLAConfig:
     return cfg
 
 
-def kv_mode_text(cfg: MLAConfig, d_model: int, int8_dtype: torch.dtype | None = None) -> str:
+def kv_mode_text(cfg: MLAConfig, d_model: int, codec=None) -> str:
     """ModelInfo.kv_mode of a load-time mode: 'compressed (8-bit latent): ...' or 'compressed (exact): ...'.
 
-    With the 8-bit latent the share is against stock's K + V in the model's dtype, scales included.
+    With the 8-bit latent (`codec`) the share is against stock's K + V in the model's dtype, scales included.
     """
-    if int8_dtype is not None:
-        from engine.mla.latent_int8 import group_for
-
-        held = d_model + 2 * (d_model // group_for(d_model))
-        stock = 2 * d_model * torch.finfo(int8_dtype).bits // 8
+    if codec is not None:
+        held = codec.bytes_per_token()
+        stock = 2 * d_model * torch.finfo(codec.rotation.dtype).bits // 8
         return (f"compressed (8-bit latent): mla decoder-self r={d_model} int8 "
                 f"({100 * (1 - held / stock):.1f}% less than stock K+V) + exact cross")
     return f"compressed (exact): {cfg.describe(d_model)}"
@@ -109,5 +107,5 @@ def apply_cache_mode(model, mode: str, source: str = "") -> AppliedCacheMode:
     int8 = mode == "compressed"
     if int8:
         quantize_latent_caches(model)
-    dtype = model.model.decoder.layers[0].self_attn.q_proj.weight.dtype
-    return AppliedCacheMode(kv_mode_text(cfg, d, dtype if int8 else None), cfg, int8)
+    codec = model.model.decoder.layers[0].self_attn.latent_codec
+    return AppliedCacheMode(kv_mode_text(cfg, d, codec), cfg, int8)

@@ -93,12 +93,16 @@ def quantize_latent_caches(model) -> int:
     """
     from engine.mla.attention import MLAAttention
 
+    codecs: dict[tuple, Int8LatentCodec] = {}  # one per rank: the QR and the r x r matrix once, not per layer
     count = 0
     for layer in model.model.decoder.layers:
         for attn in (layer.self_attn, layer.encoder_attn):
             if isinstance(attn, MLAAttention):
                 w = attn.q_proj.weight
-                attn.latent_codec = Int8LatentCodec.for_rank(attn.rank, w.dtype, w.device)
+                key = (attn.rank, w.dtype, w.device)
+                if key not in codecs:
+                    codecs[key] = Int8LatentCodec.for_rank(attn.rank, w.dtype, w.device)
+                attn.latent_codec = codecs[key]
                 count += 1
     log.info("latent cache in 8 bits for %d attention modules", count)
     return count

@@ -136,3 +136,10 @@ def test_a_converted_rank_is_held_in_8_bits_too(tiny):
         model.model.decoder(input_ids=torch.randint(0, 50000, (2, 4)), encoder_hidden_states=torch.randn(2, 1500, 384),
                             cache=cache, use_cache=True)
     assert cache_bytes(cache).self_attn == model.config.decoder_layers * 2 * 4 * (96 + 2 * 2)
+
+
+def test_layers_of_one_rank_share_one_codec(default_mode):
+    """One rotation per rank, not per layer (large-v3: 32 copies of a 1280 x 1280 matrix and 32 QRs at load)."""
+    codecs = {id(layer.self_attn.latent_codec) for layer in default_mode.model.model.decoder.layers}
+    assert len(codecs) == 1
+    assert default_mode.info.kv_mode.startswith("compressed (8-bit latent): mla decoder-self r=384 int8 (87.1% less")
