@@ -13,6 +13,8 @@ from app import APP_NAME
 from app.audio_files import dialog_filter
 from app.jobs.controller import JobController, kv_label
 from app.jobs.conversion import ConversionRunner
+from app.jobs.editing import TranscriptEditor
+from app.jobs.history import JobHistory
 from app.jobs.job import Job
 from app.jobs.table_model import JobTableModel
 from app.settings import AppSettings
@@ -42,8 +44,9 @@ class MainWindow(QMainWindow):
         self.worker = worker or WorkerClient(self)
         self.jobs = JobTableModel(self)
         self.controller = JobController(self.jobs, self.worker, self.settings.output_dir, self.settings.models_dir,
-                                        self)
+                                        self, history=JobHistory(self.settings.history_dir))
         self.controller.choice = self.settings.model_choice
+        self.editor = TranscriptEditor(self.controller, self)
         self.conversion = ConversionRunner(self.settings.models_dir, self)
         self._task_verb = "Converted"  # what the model task row reports when the running task finishes
         self.player = Player(self)
@@ -51,6 +54,7 @@ class MainWindow(QMainWindow):
         self._build()
         self._connect()
         self._restore()
+        self.controller.restore_history()
         if preload:
             self.controller.preload()
 
@@ -143,7 +147,15 @@ class MainWindow(QMainWindow):
         for a in (self.open_action, self.folder_action, None, self.export_action, None, self.pause_action, None,
                   self.quit_action):
             file_menu.addSeparator() if a is None else file_menu.addAction(a)
-        self.menuBar().addMenu("&Edit").addAction(self.find_action)
+        self.undo_action = self.editor.group.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcut(QKeySequence.StandardKey.Undo)
+        self.redo_action = self.editor.group.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcut(QKeySequence.StandardKey.Redo)
+        for a in (self.undo_action, self.redo_action):
+            self.addAction(a)
+        edit_menu = self.menuBar().addMenu("&Edit")
+        for a in (self.undo_action, self.redo_action, None, self.find_action):
+            edit_menu.addSeparator() if a is None else edit_menu.addAction(a)
         self.menuBar().addMenu("&Tools").addAction(self.compare_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(QAction("&About", self, triggered=self.about))
@@ -163,9 +175,13 @@ class MainWindow(QMainWindow):
         self.job_panel.selectionChanged.connect(self._show_job)
         self.job_panel.cancelRequested.connect(lambda jobs: [c.cancel(j) for j in jobs])
         self.job_panel.retryRequested.connect(lambda jobs: [c.retry(j) for j in jobs])
-        self.job_panel.removeRequested.connect(lambda jobs: [c.remove(j) for j in jobs])
+        self.job_panel.removeRequested.connect(lambda jobs: [(self.editor.forget(j), c.remove(j)) for j in jobs])
         self.job_panel.moveRequested.connect(c.move)
         self.transcript.segmentClicked.connect(self._play_from)
+        self.transcript.segmentEdited.connect(self._correct_segment)
+        self.transcript.replaceRequested.connect(self._replace_all)
+        c.transcriptEdited.connect(self._transcript_edited)
+        self.player.positionChanged.connect(self.transcript.set_playhead)
         self.export_bar.exportRequested.connect(self.export_selected)
         self.output_folder.changed.connect(self._set_output_dir)
         self.model_panel.changed.connect(self._set_choice)
@@ -231,12 +247,32 @@ class MainWindow(QMainWindow):
             title += f" — audio track {track.track} of {track.tracks}"
         return title
 
-    def _show_job(self, job: Job | None) -> None:
+    def _show_job(self, job: Job | None, keep_place: bool = False) -> None:
         if job is None:
             self.transcript.show_segments("Transcript", [])
         else:
-            self.transcript.show_segments(self._title(job), job.segments)
+            self.transcript.show_segments(self._title(job), job.segments, keep_place=keep_place)
+        self.transcript.set_editable(self.editor.editable(job))
+        self.editor.activate(job)
         self.export_bar.set_export_enabled(job is not None and bool(job.segments))
+
+    # -- corrections -----------------------------------------------------------------------------
+    def _correct_segment(self, segment, text: str) -> None:
+        job = self.selected_job()
+        if job is not None and self.editor.edit_segment(job, segment, text):
+            self.statusBar().showMessage(f"Corrected the segment at {segment.start:.1f} s; saved "
+                                         f"{', '.join(p.name for p in job.saved) or 'with the job'} (undo: Ctrl+Z)", 8000)
+
+    def _replace_all(self, find: str, replacement: str) -> None:
+        job = self.selected_job()
+        count = self.editor.replace_all(job, find, replacement) if job is not None else 0
+        self.statusBar().showMessage(f"Replaced {count} match{'es' if count != 1 else ''} of “{find}”" if count
+                                     else f"No “{find}” to replace", 8000)
+
+    def _transcript_edited(self, job_id: int) -> None:
+        job = self.selected_job()
+        if job is not None and job.id == job_id:
+            self._show_job(job, keep_place=True)
 
     def _segment_added(self, job_id: int, seg) -> None:
         job = self.selected_job()
@@ -250,6 +286,8 @@ class MainWindow(QMainWindow):
         if job is not None and job.id == job_id:
             if job.transcript is not None and len(job.transcript.segments) != self.transcript.segment_count:
                 self._show_job(job)  # the final transcript replaces the live one
+            elif self.transcript.editable != self.editor.editable(job):
+                self._show_job(job, keep_place=True)  # finished (editable now) or queued again
             self.transcript.set_title(self._title(job))
             self.export_bar.set_export_enabled(bool(job.segments))
 

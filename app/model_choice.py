@@ -17,6 +17,8 @@ KV_MODES = ("compressed", "exact", "stock", "mla")  # engine.mla.exact_latent.ap
 LOAD_TIME_MODES = ("compressed", "exact")  # made from the loaded weights in milliseconds, no conversion
 KV_PRESETS = (0.75, 0.875)  # KV reduction 1 - r/2d: r = d/2 and r = d/4
 DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("transcribe", "translate")  # translate: into English (multilingual models only)
+ENGLISH_ONLY_VOCAB = 51864  # the vocabulary of Whisper's .en models; multilingual ones have 51865 or more
 DEFAULT_BEAM = 5  # mirrors engine.transcribe.DEFAULT_BEAM (beam search: why, there) without importing torch
 
 
@@ -30,6 +32,8 @@ class ModelChoice:
     device: str = "auto"
     beam_size: int = DEFAULT_BEAM
     language: str | None = None  # None: English for .en models, detected otherwise
+    task: str = "transcribe"  # or "translate" (to English); English-only models always transcribe
+    word_timestamps: bool = True  # words timed from cross-attention: about 5-8% of a CPU run (docs/measurements/word-timestamps-2026-12-07)
 
     @property
     def is_mla(self) -> bool:
@@ -50,7 +54,7 @@ class ModelChoice:
             choice = replace(base, **clean)
         except TypeError:
             return base
-        if choice.kv_mode not in KV_MODES or choice.device not in DEVICES:
+        if choice.kv_mode not in KV_MODES or choice.device not in DEVICES or choice.task not in TASKS:
             return base
         try:
             beam = max(1, min(16, int(choice.beam_size)))
@@ -59,7 +63,18 @@ class ModelChoice:
         except (TypeError, ValueError):
             return base
         return replace(choice, source=str(choice.source or DEFAULT_MODEL), beam_size=beam, rank=rank,
-                       kv_reduction=red, exact_cross=bool(choice.exact_cross), language=choice.language or None)
+                       kv_reduction=red, exact_cross=bool(choice.exact_cross), language=choice.language or None,
+                       word_timestamps=bool(choice.word_timestamps))
+
+    @property
+    def english_only(self) -> bool:
+        """Whether the model knows only English (tiny.en, a folder of one): it can neither translate nor detect."""
+        return is_english_only(self.source)
+
+    @property
+    def effective_task(self) -> str:
+        """The task the worker will run: an English-only model transcribes whatever was asked."""
+        return "transcribe" if self.english_only else self.task
 
     def model_key(self) -> str:
         """Everything that decides the loaded weights (not beam size or language): the worker's cache key."""
@@ -97,6 +112,20 @@ class ModelChoice:
 
     def label(self) -> str:
         return f"{self.source_text()} · {self.kv_text()}"
+
+
+def is_english_only(spec: str) -> bool:
+    """A '.en' name (bundled or hub), or a model folder whose config has the English-only vocabulary."""
+    if spec.rstrip("/\\").endswith(".en"):
+        return True
+    try:
+        config = Path(spec).expanduser() / "config.json"
+        if config.is_file():
+            vocab = json.loads(config.read_text(encoding="utf-8")).get("vocab_size")
+            return isinstance(vocab, int) and vocab == ENGLISH_ONLY_VOCAB
+    except (OSError, ValueError, AttributeError):
+        pass
+    return False
 
 
 def is_mla_folder(spec: str) -> bool:

@@ -28,6 +28,7 @@ def _documents() -> Path:
 class AppSettings:
     def __init__(self, qsettings: QSettings | None = None) -> None:
         self.q = qsettings if qsettings is not None else default_settings()
+        self._own_file = qsettings is not None  # tests and the self-test: keep everything beside their file
 
     # -- model -------------------------------------------------------------------------------
     @property
@@ -78,6 +79,14 @@ class AppSettings:
     @models_dir.setter
     def models_dir(self, path: Path) -> None:
         self.q.setValue("model/dir", str(path))
+
+    @property
+    def history_dir(self) -> Path:
+        """Finished transcripts (with the user's corrections) that the queue shows again after a restart."""
+        if self._own_file:
+            return Path(self.q.fileName()).parent / "history"
+        data = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppLocalDataLocation)
+        return Path(data or Path.home() / ".local" / "share" / ORG_NAME) / "history"
 
     @property
     def last_open_dir(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine.audio import AudioError, probe, shown_path
 from engine.checkpoint import Checkpoint
-from engine.export import export, export_paths, parse_formats, unique_stem
+from engine.export import CUE_LEVELS, CueOptions, export, export_paths, parse_formats, unique_stem
 from engine.output_ledger import OverwriteRefused, check_replaceable
 from engine.atomic import check_writable_dir
 from engine import cli_args
@@ -51,6 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", type=cli_args.language, default=None,
                    help="language code or name, e.g. de or german (multilingual models); default: detect")
     p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="time every word from the model's own cross-attention (JSON: `words` in each segment; "
+                        "segments tightened to their words); the text is unchanged")
+    p.add_argument("--cues", default="segment", choices=CUE_LEVELS,
+                   help="SRT/VTT cues: one per segment (default), one per word, or karaoke (VTT: each word's time "
+                        "tagged inside the segment's cue; SRT gets segment cues); word and karaoke turn on "
+                        "--word-timestamps")
+    p.add_argument("--max-line-chars", type=cli_args.int_in(8, 1000), default=None, metavar="N",
+                   help="cut segment cues longer than N characters between words (e.g. 42)")
+    p.add_argument("--max-cue-seconds", type=cli_args.float_in(0.5, 3600), default=None, metavar="S",
+                   help="cut segment cues longer than S seconds between words (e.g. 7)")
     p.add_argument("--audio-track", type=cli_args.int_in(1, 64), default=None, metavar="N",
                    help="which audio track of a video or multi-track file, from 1 (default: the one with the most speech)")
     p.add_argument("--no-condition", action="store_true", help="do not condition each window on the previous text")
@@ -138,7 +149,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"batch size auto: {batch_size} windows at once", file=sys.stderr)
     options = TranscribeOptions(language=args.language, task=args.task, beam_size=args.beam_size,
                                 batch_size=batch_size, condition_on_previous_text=not args.no_condition,
-                                initial_prompt=args.initial_prompt, audio_track=args.audio_track)
+                                initial_prompt=args.initial_prompt, audio_track=args.audio_track,
+                                word_timestamps=args.word_timestamps or args.cues != "segment")
+    cue_options = CueOptions(args.cues, args.max_line_chars, args.max_cue_seconds)
     transcriber = Transcriber(loaded, options)
     failures = len(empty)
     stems: list[str] = []  # same-named files from different folders get "name (2)" and so on
@@ -158,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
             transcript = transcriber.transcribe(file, progress=line,
                                                 on_segment=None if args.quiet else line.print_segment,
                                                 resume=resume, on_window=ckpt.save if ckpt else None)
-            written = export(transcript, args.out, formats, stem=stems[-1], overwrite=args.overwrite)
+            written = export(transcript, args.out, formats, stem=stems[-1], overwrite=args.overwrite,
+                             cue_options=cue_options)
             if ckpt:
                 ckpt.discard()
         except AudioError as e:
@@ -190,5 +204,15 @@ def run(args: argparse.Namespace) -> int:
         stats = transcript.stats
         if not args.quiet and stats:
             print(f"{shown_path(file)}: {stats.audio_s:.1f} s of audio in {stats.wall_s:.1f} s (RTF {stats.rtf:.3f}); "
-                  f"wrote {', '.join(p.name for p in written)}", file=sys.stderr)
+                  f"{language_note(transcript)}wrote {', '.join(p.name for p in written)}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def language_note(transcript) -> str:
+    """'detected zh (p=0.97), translated to English; ' for the report line; '' when the language was given."""
+    note = ""
+    if transcript.language_probability is not None:
+        note = f"detected {transcript.language} (p={transcript.language_probability:.2f})"
+    if transcript.task == "translate":
+        note += (", " if note else "") + "translated to English"
+    return note + "; " if note else ""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from engine.english_script import non_english_tokens
 from engine.kv_cache import cache_bytes, new_cache, prefill_cross_cache
 from engine.mla.cross import shares_encoder_output
 from engine.model_sources import LoadedModel
@@ -49,6 +50,8 @@ class DecodeResult:
     no_speech_prob: float
     temperature: float
     compression_ratio: float
+    # the window's kept text aligned to its audio (engine.word_timing), when word timestamps are on
+    word_timings: list | None = None
 
 
 def compression_ratio(text: str) -> float:
@@ -71,6 +74,7 @@ class WindowDecoder:
         self._suppress[self.s.all_suppressed()] = True
         self._suppress[self.s.no_timestamps] = False  # handled by the timestamp rules
         self._begin_suppress = [t for t in self.s.begin_suppress_tokens if t < vocab]
+        self._not_english: torch.Tensor | None = None  # built at the first translation (engine.english_script)
 
     def live_kv_bytes(self) -> KVCacheBytes:
         """Bytes held right now by the cache of the running decode (0 between windows); thread-safe to call."""
@@ -138,9 +142,18 @@ class WindowDecoder:
         return seq, sot_index
 
     # -- logit rules -------------------------------------------------------------------------
+    def _english_only_mask(self, device: torch.device) -> torch.Tensor:
+        if self._not_english is None:
+            mask = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
+            mask[non_english_tokens(self.loaded.tokenizer, self.s.eot)] = True
+            self._not_english = mask
+        return self._not_english.to(device)
+
     def _apply_rules(self, logits: torch.Tensor, tokens: torch.Tensor, sample_begin: int, opts: DecodeOptions) -> None:
         """In place: suppression and openai-whisper's timestamp rules on (rows, vocab) logits."""
         logits[:, self._suppress.to(logits.device)] = NEG_INF
+        if opts.task == "translate" and self.s.multilingual:
+            logits[:, self._english_only_mask(logits.device)] = NEG_INF
         first = tokens.shape[1] == sample_begin
         if first and opts.suppress_blank:
             logits[:, self._begin_suppress] = NEG_INF

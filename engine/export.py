@@ -13,11 +13,12 @@ import re
 import unicodedata
 from collections.abc import Collection, Iterable
 from pathlib import Path, PurePath
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from engine.atomic import atomic_write_text
 from engine.output_ledger import check_replaceable, record
-from engine.results import KVCacheBytes, ModelInfo, RunStats, Segment, TrackChoice, Transcript
+from engine.results import KVCacheBytes, ModelInfo, RunStats, Segment, TrackChoice, Transcript, Word
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,34 @@ _WINDOWS_RESERVED = frozenset(
 
 
 class Cue(NamedTuple):
-    """One subtitle cue in whole milliseconds."""
+    """One subtitle cue in whole milliseconds; `timed` (karaoke VTT) the start of each word after the first."""
 
     start_ms: int
     end_ms: int
     text: str
+    timed: tuple[tuple[int, str], ...] = ()
+
+
+CUE_LEVELS: tuple[str, ...] = ("segment", "word", "karaoke")
+
+
+@dataclass(frozen=True)
+class CueOptions:
+    """How SRT and VTT cues are cut: per segment (Whisper's), per word, or per segment with each
+    word's time tagged (karaoke VTT; SRT has no such tags and gets segment cues); and, for segment
+    cues, at most `max_chars` characters and `max_seconds` seconds per cue, cut between words."""
+
+    level: str = "segment"
+    max_chars: int | None = None
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.level not in CUE_LEVELS:
+            raise ValueError(f"unknown cue level {self.level!r} (choose from {', '.join(CUE_LEVELS)})")
+        if self.max_chars is not None and self.max_chars < 1:
+            raise ValueError("max_chars must be at least 1")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError("max_seconds must be positive")
 
 
 # --------------------------------------------------------------------------- formats
@@ -100,23 +124,107 @@ def _cue_text(text: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def cues(transcript: Transcript) -> list[Cue]:
+def _segment_words(seg: Segment) -> list[Word]:
+    """The segment's timed words, or (without word timestamps) its words with times spread by
+    characters over the segment: enough to cut a long cue between words."""
+    if seg.words:
+        return list(seg.words)
+    parts = seg.text.split()
+    total = sum(len(p) for p in parts) or 1
+    out, t, span = [], seg.start, max(0.0, seg.end - seg.start)
+    for p in parts:
+        d = span * len(p) / total
+        out.append(Word(" " + p, t, t + d, 1.0))
+        t += d
+    return out
+
+
+def _split(words: list[Word], max_chars: int | None, max_seconds: float | None) -> list[list[Word]]:
+    """Consecutive runs of `words`, each within the limits where a single word allows, as even in
+    length as that many runs can be (no one-word orphan after a full line)."""
+    runs = _split_greedy(words, max_chars, max_seconds)
+    if max_chars is None or len(runs) < 2:
+        return runs
+    total = len(" ".join(w.word.strip() for w in words))
+    even = _split_greedy(words, min(max_chars, -(-total // len(runs)) + 2), max_seconds)
+    return even if len(even) == len(runs) else runs
+
+
+def _split_greedy(words: list[Word], max_chars: int | None, max_seconds: float | None) -> list[list[Word]]:
+    runs: list[list[Word]] = []
+    for w in words:
+        if runs:
+            run = runs[-1]
+            chars = len(" ".join(x.word.strip() for x in run + [w]))
+            too_long = max_chars is not None and chars > max_chars
+            too_slow = max_seconds is not None and w.end - run[0].start > max_seconds
+            if not (too_long or too_slow):
+                run.append(w)
+                continue
+        runs.append([w])
+    return runs
+
+
+def _pieces(seg: Segment, options: CueOptions) -> list[tuple[float, float, str, tuple[Word, ...]]]:
+    """(start, end, text, words) of the cues one segment gives."""
+    text = _cue_text(seg.text)
+    if options.level == "word":
+        return [(w.start, w.end, w.word.strip(), (w,)) for w in seg.words if w.word.strip()] or [
+            (seg.start, seg.end, text, ())]
+    if options.max_chars is None and options.max_seconds is None:
+        return [(seg.start, seg.end, text, seg.words)]
+    if len(text) <= (options.max_chars or len(text)) and seg.end - seg.start <= (options.max_seconds or float("inf")):
+        return [(seg.start, seg.end, text, seg.words)]
+    runs = _split(_segment_words(seg), options.max_chars, options.max_seconds)
+    out = []
+    for k, run in enumerate(runs):
+        start = seg.start if k == 0 else run[0].start
+        end = seg.end if k == len(runs) - 1 else runs[k + 1][0].start
+        out.append((start, end, " ".join(w.word.strip() for w in run), tuple(run) if seg.words else ()))
+    return out
+
+
+def cues(transcript: Transcript, options: CueOptions | None = None) -> list[Cue]:
     """Subtitle cues for the non-empty segments, in order.
 
     Start times never go backwards (a start earlier than the previous cue's start is moved
-    up to it) and every cue ends at least MIN_CUE_MS after it starts.
+    up to it), every cue ends at least MIN_CUE_MS after it starts, and no cue ends after the
+    recording does.
     """
+    options = options or CueOptions()
+    limit = _to_ms(transcript.duration) if transcript.duration > 0 else None
     out: list[Cue] = []
     prev_start = 0
     for seg in transcript.segments:
-        text = _cue_text(seg.text)
-        if not text:
+        if not _cue_text(seg.text):
             continue
-        start = max(_to_ms(seg.start), prev_start)
-        end = max(_to_ms(seg.end), start + MIN_CUE_MS)
-        out.append(Cue(start, end, text))
-        prev_start = start
+        for start_s, end_s, text, words in _pieces(seg, options):
+            if not text:
+                continue
+            start = max(_to_ms(start_s), prev_start)
+            end = _to_ms(end_s)
+            if limit is not None and start < limit:
+                end = min(end, limit)
+            end = max(end, start + MIN_CUE_MS)
+            timed: tuple[tuple[int, str], ...] = ()
+            if options.level == "karaoke" and len(words) > 1:
+                timed = _karaoke_tags(words, start, end)
+            out.append(Cue(start, end, text, timed))
+            prev_start = start
     return out
+
+
+def _karaoke_tags(words: tuple[Word, ...], start: int, end: int) -> tuple[tuple[int, str], ...]:
+    """(ms, word) for every word: the first at the cue start, then each strictly later than the one
+    before and strictly inside the cue, as WebVTT's timestamp tags must be."""
+    tags = [(start, words[0].word.strip())]
+    for w in words[1:]:
+        t = min(max(_to_ms(w.start), tags[-1][0] + 1), end - 1)
+        if t <= tags[-1][0]:  # no room left inside the cue: the word joins the one before
+            tags[-1] = (tags[-1][0], f"{tags[-1][1]} {w.word.strip()}")
+        else:
+            tags.append((t, w.word.strip()))
+    return tuple(tags)
 
 
 # --------------------------------------------------------------------------- renderers
@@ -129,11 +237,13 @@ def render_txt(transcript: Transcript) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def render_srt(transcript: Transcript) -> str:
+def render_srt(transcript: Transcript, options: CueOptions | None = None) -> str:
     """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, a blank line after each cue."""
+    if options is not None and options.level == "karaoke":
+        options = CueOptions("segment", options.max_chars, options.max_seconds)
     blocks = [
         f"{i}\n{format_timestamp(c.start_ms, ',')} --> {format_timestamp(c.end_ms, ',')}\n{c.text}\n"
-        for i, c in enumerate(cues(transcript), start=1)
+        for i, c in enumerate(cues(transcript, options), start=1)
     ]
     return "\n".join(blocks)
 
@@ -143,13 +253,16 @@ def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def render_vtt(transcript: Transcript) -> str:
-    """WebVTT: `WEBVTT` header, then `HH:MM:SS.mmm --> HH:MM:SS.mmm` cues with escaped text."""
+def render_vtt(transcript: Transcript, options: CueOptions | None = None) -> str:
+    """WebVTT: `WEBVTT` header, then `HH:MM:SS.mmm --> HH:MM:SS.mmm` cues with escaped text
+    (karaoke: `<HH:MM:SS.mmm>` before each word after the first)."""
     parts = ["WEBVTT\n"]
-    for c in cues(transcript):
-        parts.append(
-            f"{format_timestamp(c.start_ms, '.')} --> {format_timestamp(c.end_ms, '.')}\n{_vtt_escape(c.text)}\n"
-        )
+    for c in cues(transcript, options):
+        text = _vtt_escape(c.text)
+        if c.timed:
+            text = " ".join([_vtt_escape(c.timed[0][1])] + [
+                f"<{format_timestamp(ms, '.')}>{_vtt_escape(w)}" for ms, w in c.timed[1:]])
+        parts.append(f"{format_timestamp(c.start_ms, '.')} --> {format_timestamp(c.end_ms, '.')}\n{text}\n")
     return "\n".join(parts)
 
 
@@ -161,11 +274,14 @@ def render_json(transcript: Transcript) -> str:
 _RENDERERS = {"txt": render_txt, "srt": render_srt, "vtt": render_vtt, "json": render_json}
 
 
-def render(transcript: Transcript, fmt: str) -> str:
-    """Render `transcript` in one of FORMATS; raises ValueError for an unknown format."""
+def render(transcript: Transcript, fmt: str, cue_options: CueOptions | None = None) -> str:
+    """Render `transcript` in one of FORMATS (SRT and VTT cut by `cue_options`); raises ValueError
+    for an unknown format."""
     name = str(fmt).strip().lower().lstrip(".")
     if name not in _RENDERERS:
         raise ValueError(f"unknown output format: {fmt!r} (choose from {', '.join(FORMATS)})")
+    if name in ("srt", "vtt"):
+        return _RENDERERS[name](transcript, cue_options)
     return _RENDERERS[name](transcript)
 
 
@@ -245,6 +361,7 @@ def export(
     stem: str | None = None,
     *,
     overwrite: bool = False,
+    cue_options: CueOptions | None = None,
 ) -> list[Path]:
     """Write `transcript` into `out_dir` once per format, atomically; return the written paths.
 
@@ -256,7 +373,7 @@ def export(
     """
     fmts = parse_formats(formats)
     paths = export_paths(out_dir, fmts, stem_for(transcript.file) if stem is None else stem)
-    rendered = [render(transcript, fmt) for fmt in fmts]
+    rendered = [render(transcript, fmt, cue_options) for fmt in fmts]
     check_replaceable(paths, inputs=[transcript.file], overwrite=overwrite)
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for path, text in zip(paths, rendered):
@@ -308,6 +425,8 @@ def transcript_from_dict(d: dict[str, Any]) -> Transcript:
         file=str(d.get("file", "")),
         duration=duration,
         language=d.get("language"),
+        language_probability=None if d.get("language_probability") is None else float(d["language_probability"]),
+        task="translate" if d.get("task") == "translate" else "transcribe",
         model=_model_from_dict(d.get("model") or {}),
         segments=[Segment.from_dict(s) for s in d.get("segments", [])],
         stats=_stats_from_dict(stats, duration) if stats else None,

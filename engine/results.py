@@ -10,6 +10,20 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Word:
+    """One word of a segment with its time (seconds from the start of the file) and confidence."""
+
+    word: str  # with Whisper's leading space and attached punctuation, as in the segment's text
+    start: float
+    end: float
+    probability: float  # mean probability of its tokens
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Word":
+        return cls(str(d["word"]), float(d["start"]), float(d["end"]), float(d.get("probability", 0.0)))
+
+
+@dataclass(frozen=True)
 class Segment:
     """One timestamped stretch of transcript, as Whisper emitted it."""
 
@@ -22,10 +36,18 @@ class Segment:
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     temperature: float = 0.0
+    words: tuple[Word, ...] = ()  # with word timestamps on; else empty (and absent from the JSON)
+    edited: bool = False  # the user corrected its text (engine.editing); tokens are then empty
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["tokens"] = list(self.tokens)
+        if self.words:
+            d["words"] = [asdict(w) for w in self.words]
+        else:
+            del d["words"]
+        if not self.edited:
+            del d["edited"]
         return d
 
     @classmethod
@@ -40,6 +62,8 @@ class Segment:
             compression_ratio=float(d.get("compression_ratio", 0.0)),
             no_speech_prob=float(d.get("no_speech_prob", 0.0)),
             temperature=float(d.get("temperature", 0.0)),
+            words=tuple(Word.from_dict(w) for w in d.get("words") or ()),
+            edited=bool(d.get("edited", False)),
         )
 
 
@@ -152,6 +176,8 @@ class Transcript:
     model: ModelInfo
     segments: list[Segment]
     stats: RunStats | None = None
+    language_probability: float | None = None  # of the detected language; None when given or English-only
+    task: str = "transcribe"  # or "translate": the text is English, `language` is the speech's
     complete: bool = True  # False when cancelled or failed part-way
     # (start, end) seconds of speech the VAD found and no segment covers, even after decoding them
     # again on their own; None when the check did not run (off, cancelled, or no VAD installed)
@@ -168,6 +194,8 @@ class Transcript:
             "file": self.file.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"),
             "duration": round(self.duration, 3),
             "language": self.language,
+            "language_probability": None if self.language_probability is None else round(self.language_probability, 4),
+            "task": self.task,
             "model": self.model.to_dict(),
             "text": self.text,
             "segments": [s.to_dict() for s in self.segments],

@@ -30,6 +30,7 @@ from engine.model_sources import LoadedModel
 from engine.results import Progress, RunStats, Segment, Transcript
 from engine.seam_words import trim_seams
 from engine.speech_chunks import Chunk, deal_lanes, missed_speech, plan_chunks
+from engine.word_timing import WordAligner, assign_words, snap_to_speech, words_after_trim
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class TranscribeOptions:
     without_timestamps: bool = False
     check_speech: bool = True  # after decoding, decode again any VAD speech left without text (speech_coverage)
     audio_track: int | None = None  # 1-based; None: the track with the most speech (engine.audio_tracks)
+    word_timestamps: bool = False  # words with times in every segment (engine.word_timing); the text is unchanged
 
 
 # The product's default beam (CLI and app): greedy is less accurate than faster-whisper's default (beam 5)
@@ -77,19 +79,22 @@ class ResumePoint:
     step: int = 0  # batched: batches done
     lane_context: list[list[int]] = field(default_factory=list)  # batched: previous text of each lane (tokens)
     lane_text: list[str] = field(default_factory=list)  # batched: each lane's last segment
+    language_probability: float | None = None  # of a detected language; None when given or English-only
 
     def to_dict(self) -> dict:
         return {"position": self.position, "next_id": self.next_id, "context": self.context,
                 "last_text": self.last_text, "language": self.language,
                 "segments": [seg.to_dict() for seg in self.segments], "step": self.step,
-                "lane_context": self.lane_context, "lane_text": self.lane_text}
+                "lane_context": self.lane_context, "lane_text": self.lane_text,
+                "language_probability": self.language_probability}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ResumePoint":
         return cls(int(d["position"]), int(d["next_id"]), [int(t) for t in d["context"]], str(d["last_text"]),
                    d.get("language"), [Segment.from_dict(x) for x in d["segments"]], int(d.get("step", 0)),
                    [[int(t) for t in lane] for lane in d.get("lane_context", [])],
-                   [str(t) for t in d.get("lane_text", [])])
+                   [str(t) for t in d.get("lane_text", [])],
+                   None if d.get("language_probability") is None else float(d["language_probability"]))
 
 
 WindowCallback = Callable[[ResumePoint], None]
@@ -103,6 +108,7 @@ class _RunState:
     windows: int = 0
     peak_rss: int = 0
     language: str | None = None
+    language_probability: float | None = None  # None: given by the user, or an English-only model
     duration: float = 0.0
     uncovered: list[tuple[float, float]] | None = None  # None: the speech check did not run
     regions: list | None = None  # VAD speech regions (SpeechRegion), once found
@@ -119,6 +125,7 @@ class Transcriber:
         self.loaded = loaded
         self.options = options or TranscribeOptions()
         self.decoder = WindowDecoder(loaded)
+        self._aligner: WordAligner | None = None
         self._state = _RunState()
         self.point = ResumePoint()
         self._on_window: WindowCallback | None = None
@@ -135,12 +142,15 @@ class Transcriber:
         self._state = _RunState()
         self.point = resume or ResumePoint()
         self._state.language = self.point.language
+        self._state.language_probability = self.point.language_probability
         self._on_window = on_window
         self._oom = FallbackState(self.options.batch_size)
         self.decoder.kv_peak = type(self.decoder.kv_peak)()
         if self.loaded.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.loaded.device)
         self._state.track = choose_track(path, self.options.audio_track)
+        if self.options.word_timestamps:
+            self._speech(path)  # word edges are snapped to the speech the VAD finds (engine.word_timing)
         with AudioReader(path, self._state.track.track) as reader:
             self._state.duration = reader.info.duration_s
             if self.options.batch_size > 1:
@@ -167,9 +177,20 @@ class Transcriber:
         complete = not (cancel and cancel.cancelled)
         duration = self._state.duration
         return Transcript(file=str(path), duration=duration, language=self._state.language,
+                          language_probability=self._state.language_probability, task=self.task,
                           model=self.loaded.info, segments=segments, stats=self.run_stats(duration), complete=complete,
                           uncovered_speech=self._state.uncovered,
                           audio_track=self._state.track if self._state.track and self._state.track.tracks > 1 else None)
+
+    @property
+    def language(self) -> tuple[str | None, float | None]:
+        """The file's language and, when it was detected, its probability; (None, None) before the first window."""
+        return self._state.language, self._state.language_probability
+
+    @property
+    def task(self) -> str:
+        """What the model is asked to do: "translate" only on a multilingual model (English-only ones cannot)."""
+        return self.options.task if self.loaded.settings.multilingual else "transcribe"
 
     def run_stats(self, audio_s: float) -> RunStats:
         st = self._state
@@ -208,14 +229,14 @@ class Transcriber:
             elif self.loaded.settings.multilingual:
                 lang, prob = self.decoder.detect_language(enc[:1])[0]
                 log.info("detected language %s (p=%.2f)", lang, prob)
-                self._state.language = lang
+                self._state.language, self._state.language_probability = lang, prob
             else:
                 self._state.language = "en"
         return self._state.language if self.loaded.settings.multilingual else None
 
     def _decode_with_fallback(self, enc: torch.Tensor, prompt: list[int] | None, seed: int = 0) -> DecodeResult:
         o = self.options
-        base = DecodeOptions(task=o.task, language=self._language(enc), beam_size=o.beam_size, best_of=o.best_of,
+        base = DecodeOptions(task=self.task, language=self._language(enc), beam_size=o.beam_size, best_of=o.best_of,
                              patience=o.patience, length_penalty=o.length_penalty,
                              without_timestamps=o.without_timestamps)
         result = None
@@ -245,6 +266,7 @@ class Transcriber:
     def _report(self, progress: ProgressCallback | None, done_frames: int, total_frames: int) -> None:
         self.point.position = done_frames
         self.point.language = self._state.language
+        self.point.language_probability = self._state.language_probability
         if self._on_window:
             self._on_window(self.point)
         self._state.windows += 1
@@ -286,15 +308,12 @@ class Transcriber:
                 pieces, advance = split_segments(result.tokens, s.timestamp_begin, segment_frames)
                 pt.context = []
             emitted: list[int] = []
-            for start, end, toks in pieces:
-                text = tok.decode([t for t in toks if t < s.eot])
-                if end <= start or not text.strip():
-                    continue
-                yield self._emit(Segment(pt.next_id, round(offset + start, 3), round(offset + end, 3), text,
-                                         tuple(toks), result.avg_logprob, result.compression_ratio,
-                                         result.no_speech_prob, result.temperature))
-                pt.last_text = text
-                emitted += toks
+            kept = self._kept_pieces(pieces)
+            result = self._with_word_timings(result, enc, kept, segment_frames)
+            for seg in self._make_segments(result, kept, seek, pt.next_id):
+                yield self._emit(seg)
+                pt.last_text = seg.text
+                emitted += seg.tokens
             if not self.options.condition_on_previous_text or result.temperature > 0.5:
                 pt.context = []
             else:
@@ -381,7 +400,7 @@ class Transcriber:
             return [], []
         audios = [r.read(c.start * HOP_LENGTH, c.frames * HOP_LENGTH) for r, c in zip(readers, chunks)]
         found: list[list[Segment]] = []
-        results = self._decode_windows_oom_safe(audios, prompts, [c.start for c in chunks])
+        results = self._decode_windows_oom_safe(audios, prompts, [c.start for c in chunks], [c.frames for c in chunks])
         for chunk, audio, result in zip(chunks, audios, results):
             silent = self._is_silence(result) or is_digital_silence(audio)
             found.append([] if silent else self._window_segments(result, chunk.start, chunk.frames, 0))
@@ -400,7 +419,7 @@ class Transcriber:
         return self._state.regions
 
     def _decode_windows_oom_safe(self, audios: list, prompts: list[list[int]] | None = None,
-                                 seeds: list[int] | None = None) -> list[DecodeResult]:
+                                 seeds: list[int] | None = None, frames: list[int] | None = None) -> list[DecodeResult]:
         """Decode windows in sub-batches; a CUDA OOM halves the sub-batch, at 1 the model moves to the CPU."""
         # the last L tokens of every window's own text, L the shortest: rows then need no padding, and
         # a sub-batch after an out-of-memory retry is prompted exactly as the whole batch would be
@@ -411,7 +430,12 @@ class Transcriber:
         def decode(idx: list[int]) -> list[DecodeResult]:
             # features and encoder run a few windows at a time (memory), the decoder on the whole batch
             enc = self.decoder.encode_chunks(len(idx), lambda i, j: self._mel([audios[k] for k in idx[i:j]]))
-            return self._decode_batch(enc, [prompts[k] for k in idx], [seeds[k] for k in idx])
+            results = self._decode_batch(enc, [prompts[k] for k in idx], [seeds[k] for k in idx])
+            if self.options.word_timestamps:  # aligned while the encoder output is at hand
+                sizes = [frames[k] if frames else len(audios[k]) // HOP_LENGTH for k in idx]
+                results = [self._with_word_timings(r, enc[i : i + 1], self._window_pieces(r, n), n)
+                           for i, (r, n) in enumerate(zip(results, sizes))]
+            return results
 
         to_cpu = self._fall_back_to_cpu if self.loaded.device.type == "cuda" else None
         results: list[DecodeResult] = []
@@ -457,7 +481,10 @@ class Transcriber:
                 out.append(seg)
             elif text:
                 log.debug("seam: %r -> %r", seg.text, text)
-                out.append(replace(seg, text=text, tokens=tuple(self.loaded.tokenizer.encode(text, add_special_tokens=False))))
+                words = words_after_trim(seg.words, text)
+                bounds = (words[0].start, words[-1].end) if words else (seg.start, seg.end)
+                out.append(replace(seg, text=text, tokens=tuple(self.loaded.tokenizer.encode(text, add_special_tokens=False)),
+                                   words=words, start=bounds[0], end=bounds[1]))
         return out
 
     def _decode_stretch(self, reader: AudioReader, start_s: float, end_s: float) -> Iterator[Segment]:
@@ -472,6 +499,7 @@ class Transcriber:
                 enc = self.decoder.encode(self._mel([audio]))
                 result = self._decode_with_fallback(enc, None, seed=first)
                 if not self._is_silence(result):
+                    result = self._with_word_timings(result, enc, self._window_pieces(result, n), n)
                     for seg in self._window_segments(result, first, n, self.point.next_id):
                         if _mostly_within(seg, start_s, end_s):
                             yield seg
@@ -482,23 +510,57 @@ class Transcriber:
         self.loaded = move_to_cpu(self.loaded)
         self.decoder = WindowDecoder(self.loaded)
         self.decoder.kv_peak = peak
+        self._aligner = None
 
-    def _window_segments(self, result: DecodeResult, start_frame: int, n: int, first_id: int) -> list[Segment]:
-        """All text of an independently decoded window, the unfinished tail included."""
+    # -- from a window's tokens to segments (the one place a decoded Segment is made) -------------
+    def _kept_pieces(self, pieces: list[tuple[float, float, list[int]]]) -> list[tuple[float, float, list[int]]]:
+        """The pieces that become segments: with text and a positive length."""
         s, tok = self.loaded.settings, self.loaded.tokenizer
-        pieces, advance = split_segments(result.tokens, s.timestamp_begin, n)
+        return [p for p in pieces if p[1] > p[0] and tok.decode([t for t in p[2] if t < s.eot]).strip()]
+
+    def _window_pieces(self, result: DecodeResult, n: int) -> list[tuple[float, float, list[int]]]:
+        """The kept pieces of an independently decoded window, its unfinished tail included."""
+        pieces, advance = split_segments(result.tokens, self.loaded.settings.timestamp_begin, n)
         if advance < n:  # no second pass over this audio in batch mode: keep the unfinished tail
             done = sum(len(p[2]) for p in pieces)
             pieces.append((advance / FRAMES_PER_SECOND, n / FRAMES_PER_SECOND, result.tokens[done:]))
+        return self._kept_pieces(pieces)
+
+    def _with_word_timings(self, result: DecodeResult, enc: torch.Tensor, pieces, frames: int) -> DecodeResult:
+        """`result` with the text of `pieces` aligned to the window's audio (when word timestamps are on)."""
+        if not self.options.word_timestamps or not pieces:
+            return result
+        if self._aligner is None:
+            self._aligner = WordAligner(self.loaded)
+        eot = self.loaded.settings.eot
+        text = [t for _, _, toks in pieces for t in toks if t < eot]
+        timings = self._aligner.align(enc, text, frames, self._state.language, self.task)
+        return replace(result, word_timings=timings)
+
+    def _make_segments(self, result: DecodeResult, pieces, start_frame: int, first_id: int) -> list[Segment]:
+        """Segments (file times) of a window's kept pieces; with word timings, each gets its words
+        and is tightened to them."""
+        s, tok = self.loaded.settings, self.loaded.tokenizer
         offset = start_frame / FRAMES_PER_SECOND
+        timed = None
+        if result.word_timings is not None:
+            last = max((seg.end for seg in self.point.segments if seg.end <= offset + 1e-6), default=0.0)
+            timed = assign_words(result.word_timings, pieces, offset, last, s.eot)
         out = []
-        for start, end, toks in pieces:
+        for k, (start, end, toks) in enumerate(pieces):
             text = tok.decode([t for t in toks if t < s.eot])
-            if end > start and text.strip():
-                out.append(Segment(first_id + len(out), round(offset + start, 3), round(offset + end, 3), text,
-                                   tuple(toks), result.avg_logprob, result.compression_ratio,
-                                   result.no_speech_prob, result.temperature))
+            start, end, words = ((timed[k].start, timed[k].end, timed[k].words) if timed
+                                 else (offset + start, offset + end, ()))
+            if words and self._state.regions:
+                words = snap_to_speech(words, self._state.regions)
+                start, end = words[0].start, words[-1].end
+            out.append(Segment(first_id + k, round(start, 3), round(end, 3), text, tuple(toks), result.avg_logprob,
+                               result.compression_ratio, result.no_speech_prob, result.temperature, words))
         return out
+
+    def _window_segments(self, result: DecodeResult, start_frame: int, n: int, first_id: int) -> list[Segment]:
+        """All text of an independently decoded window, the unfinished tail included."""
+        return self._make_segments(result, self._window_pieces(result, n), start_frame, first_id)
 
     def _decode_batch(self, enc: torch.Tensor, prompts: list[list[int]], seeds: list[int]) -> list[DecodeResult]:
         """Decode a batch at temperature 0; windows that fail the quality checks fall back one by one.
@@ -506,7 +568,7 @@ class Transcriber:
         Windows with previous text (prompts of one length) are decoded together, the rest together.
         """
         o = self.options
-        opts = DecodeOptions(task=o.task, language=self._language(enc), beam_size=o.beam_size, best_of=o.best_of,
+        opts = DecodeOptions(task=self.task, language=self._language(enc), beam_size=o.beam_size, best_of=o.best_of,
                              patience=o.patience, length_penalty=o.length_penalty,
                              without_timestamps=o.without_timestamps, temperature=o.temperatures[0])
         results: list[DecodeResult | None] = [None] * len(seeds)

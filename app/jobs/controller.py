@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from app.audio_files import expand
+from app.jobs.history import JobHistory
 from app.jobs.job import Job, Status
 from app.jobs.probe import Prober
 from app.jobs.table_model import JobTableModel
@@ -41,15 +42,17 @@ class JobController(QObject):
     modelLoaded = Signal(object)  # {info: ModelInfo dict, device: str}
     workerHello = Signal(object)
     notice = Signal(str)  # one line for the status bar
+    transcriptEdited = Signal(int)  # job id: the user's correction (or its undo) replaced the transcript
 
     def __init__(self, model: JobTableModel, worker: WorkerClient, output_dir: Path, models_dir: Path,
-                 parent: QObject | None = None) -> None:
+                 parent: QObject | None = None, history: JobHistory | None = None) -> None:
         super().__init__(parent)
         self.model = model
         self.worker = worker
         self.output_dir = Path(output_dir)
         self.models_dir = Path(models_dir)
         self.choice = ModelChoice()
+        self.history = history
         self.autosave_formats: tuple[str, ...] = FORMATS
         self._paused = False
         self._detached = False
@@ -70,6 +73,22 @@ class JobController(QObject):
             self.prober.probe(job.id, job.path)
         return jobs
 
+    def restore_history(self) -> list[Job]:
+        """Put the finished jobs of earlier sessions back in the list (oldest first), as they were left."""
+        jobs = self.history.load() if self.history else []
+        self.model.add(jobs)
+        return jobs
+
+    def apply_edit(self, job: Job, transcript: Transcript) -> None:
+        """Make `transcript` the job's (an edit, or its undo): re-save its exports and its history record."""
+        job.transcript = transcript
+        job.segments = list(transcript.segments)
+        self._resave(job)
+        if self.history:
+            self.history.save(job)
+        self._changed(job)
+        self.transcriptEdited.emit(job.id)
+
     def cancel(self, job: Job) -> None:
         if job.status in (Status.CHECKING, Status.QUEUED):
             self._finish(job, Status.CANCELLED)
@@ -87,8 +106,11 @@ class JobController(QObject):
             self.pump()
 
     def remove(self, job: Job) -> None:
+        """Out of the list, and out of the history (its exported files stay where they are)."""
         if job.status.active:
             self.worker.cancel(job.id)
+        if self.history:
+            self.history.forget(job)
         self.model.remove(job)
         self.pump()
 
@@ -122,6 +144,7 @@ class JobController(QObject):
         job.status = Status.LOADING
         job.stage = "Starting"
         job.model_label = self.choice.label()
+        job.task = self.choice.effective_task
         self._changed(job)
         self.worker.submit(P.msg(P.TRANSCRIBE, job.id, path=str(job.path), model=self.choice.to_dict(),
                                  models_dir=str(self.models_dir)))
@@ -160,6 +183,16 @@ class JobController(QObject):
         except (OSError, ValueError) as e:
             job.saved = []
             self.notice.emit(f"Could not save the transcript of {job.name}: {e}")
+
+    def _resave(self, job: Job) -> None:
+        """After an edit: rewrite each file the job was saved to, where it is; one the user changed stays as it is."""
+        kept: list[Path] = []
+        for path in job.saved:
+            try:
+                kept += export(self.transcript_of(job), path.parent, [path.suffix.lstrip(".")], stem=path.stem)
+            except (OSError, ValueError) as e:
+                self.notice.emit(f"{path.name} not updated with the correction: {e}")
+        job.saved = kept
 
     # -- worker events ---------------------------------------------------------------------------
     def _probed(self, job_id: int, duration, error: str) -> None:
@@ -204,6 +237,10 @@ class JobController(QObject):
             seg = Segment.from_dict(m["segment"])
             bisect.insort_right(job.segments, seg, key=lambda s: s.start)  # batched segments come out of order
             self.segmentAdded.emit(job.id, seg)
+        elif kind == P.LANGUAGE:
+            job.language, job.language_probability = m.get("language"), m.get("probability")
+            job.task = m.get("task", job.task)
+            self._changed(job)
         elif kind == P.PROGRESS:
             p = Progress(m["done_s"], m["total_s"], m["elapsed_s"])
             job.fraction, job.eta_s = p.fraction, p.eta_s
@@ -213,9 +250,13 @@ class JobController(QObject):
         elif kind == P.DONE:
             job.transcript = transcript_from_dict(m["transcript"])
             job.segments = list(job.transcript.segments)
+            job.language, job.language_probability = job.transcript.language, job.transcript.language_probability
+            job.task = job.transcript.task
             job.fraction, job.eta_s = 1.0, None
             job.status = Status.DONE
             self._autosave(job)  # its "Saved ..." first: the status bar keeps the last line, which matters more
+            if self.history:
+                self.history.save(job)
             if job.transcript.audio_track:
                 t = job.transcript.audio_track
                 self.notice.emit(f"{job.name}: transcribed audio track {t.track} of {t.tracks} ({t.why})")

@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import languages
 from engine.results import Segment, Transcript
 
 _ids = itertools.count(1)
@@ -47,6 +48,10 @@ class Job:
     transcript: Transcript | None = None
     saved: list[Path] = field(default_factory=list)
     kv_peak_bytes: int = 0
+    task: str = "transcribe"  # what the worker was asked: "translate" gives English text
+    language: str | None = None  # the speech's language, once the first window is decoded
+    language_probability: float | None = None  # when it was detected (None: given, or an English-only model)
+    history_key: str = ""  # its record in app.jobs.history once finished; "" before
 
     @property
     def name(self) -> str:
@@ -60,6 +65,17 @@ class Job:
         self.error = self.error_detail = ""
         self.segments, self.transcript, self.saved = [], None, []
         self.kv_peak_bytes = 0
+        self.task, self.language, self.language_probability = "transcribe", None, None
+
+    @property
+    def language_text(self) -> str:
+        """'Chinese 97% → English' (detected, translated), 'German' (given), '' before the first window."""
+        if not self.language:
+            return "→ English" if self.task == "translate" else ""
+        text = languages.name(self.language)
+        if self.language_probability is not None:
+            text += f" {self.language_probability:.0%}"
+        return text + (" → English" if self.task == "translate" else "")
 
     @property
     def status_text(self) -> str:

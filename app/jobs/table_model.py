@@ -1,13 +1,14 @@
-"""The queue as a Qt table model: file, duration, status, progress, ETA, model/KV mode."""
+"""The queue as a Qt table model: file, duration, status, progress, ETA, language, model/KV mode."""
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 
 from app import formatting as fmt
+from app import languages
 from app.jobs.job import Job, Status
 
-COLUMNS = ("File", "Duration", "Status", "Progress", "ETA", "Model / KV cache")
-FILE, DURATION, STATUS, PROGRESS, ETA, MODEL = range(len(COLUMNS))
+COLUMNS = ("File", "Duration", "Status", "Progress", "ETA", "Language", "Model / KV cache")
+FILE, DURATION, STATUS, PROGRESS, ETA, LANGUAGE, MODEL = range(len(COLUMNS))
 ProgressRole = Qt.ItemDataRole.UserRole + 1  # float 0..1 for the progress delegate
 JobRole = Qt.ItemDataRole.UserRole + 2
 _ROOT = QModelIndex()
@@ -110,6 +111,9 @@ class JobTableModel(QAbstractTableModel):
                 return job.error
             if col == STATUS and job.saved:
                 return "Saved: " + ", ".join(p.name for p in job.saved)
+            if col == LANGUAGE and job.language_probability is not None:
+                return (f"Detected {languages.name(job.language)} with probability {job.language_probability:.0%}"
+                        + (", translated to English" if job.task == "translate" else ""))
             return self._display(job, col)
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (DURATION, PROGRESS, ETA):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -133,6 +137,8 @@ class JobTableModel(QAbstractTableModel):
             if job.status is Status.RUNNING:
                 return fmt.duration(job.eta_s)
             return ""
+        if col == LANGUAGE:
+            return job.language_text
         if col == MODEL:
             return job.model_label
         return ""

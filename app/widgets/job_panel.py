@@ -6,7 +6,7 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QAbstractItemView, QHBoxLayout, QHeaderView, QPushButton, QTableView, QVBoxLayout, QWidget
 
 from app.jobs.job import Job
-from app.jobs.table_model import COLUMNS, DURATION, ETA, FILE, MODEL, PROGRESS, STATUS, JobTableModel
+from app.jobs.table_model import COLUMNS, DURATION, ETA, FILE, LANGUAGE, MODEL, PROGRESS, STATUS, JobTableModel
 from app.widgets.progress_delegate import ProgressDelegate
 
 
@@ -33,7 +33,7 @@ class JobPanel(QWidget):
         header = self.table.horizontalHeader()
         header.setStretchLastSection(False)
         header.setSectionResizeMode(FILE, QHeaderView.ResizeMode.Stretch)
-        for col, width in ((DURATION, 80), (STATUS, 150), (PROGRESS, 110), (ETA, 70), (MODEL, 220)):
+        for col, width in ((DURATION, 80), (STATUS, 150), (PROGRESS, 110), (ETA, 70), (LANGUAGE, 150), (MODEL, 220)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, width)
         self.table.selectionModel().currentRowChanged.connect(lambda *_: self._emit_current())

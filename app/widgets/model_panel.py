@@ -1,4 +1,4 @@
-"""Model settings: which Whisper, stock or MLA cache, KV reduction, cross-attention, device, beam, language."""
+"""Model settings: which Whisper, stock or MLA cache, KV reduction, cross-attention, device, beam, language, task."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,12 +7,15 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QInputDialog,
                                QLabel, QPushButton, QSpinBox, QVBoxLayout)
 
-from app.model_choice import BUNDLED_MODELS, ModelChoice, is_mla_folder
+from app import languages
+from app.model_choice import BUNDLED_MODELS, ModelChoice, is_english_only, is_mla_folder
 
 BUNDLED_LABELS = {"tiny.en": "Whisper tiny.en (bundled)", "base": "Whisper base, multilingual (bundled)"}
 PRESETS = ((0.75, "75% smaller (r = d/2)"), (0.875, "87.5% smaller (r = d/4)"), (None, "Custom rank"))
 DEVICES = (("auto", "Auto (GPU if available)"), ("cpu", "CPU"), ("cuda", "NVIDIA GPU (CUDA)"))
-LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "tr", "ar", "hi", "ja", "ko", "zh")
+TASKS = (("transcribe", "Transcribe"), ("translate", "Translate to English"))
+ENGLISH_ONLY_TIP = ("{model} is English-only: it cannot translate. Choose the multilingual "
+                    "\"Whisper base\" (bundled) to translate other languages into English")
 MLA_HINT = ("Whisper-MLA caches one small latent per token instead of full keys and values. "
             "75% is close to stock accuracy; 87.5% saves more and benefits from fine-tuning.")
 
@@ -72,13 +75,22 @@ class ModelPanel(QGroupBox):
         self.beam.setAccessibleName("Beam size")
         self.beam.setToolTip("5 = beam search (default, as faster-whisper and openai-whisper); "
                              "1 = greedy: about half the time on a CPU, less accurate")
+        self.word_timestamps = QCheckBox("Word timings")
+        self.word_timestamps.setToolTip("Time every word from the model's own attention (exports can then cut "
+                                        "subtitles per word); the words themselves do not change")
         self.language = QComboBox()
         self.language.setEditable(True)
         self.language.addItem("Auto-detect", None)
-        for code in LANGUAGES:
-            self.language.addItem(code, code)
+        for code in languages.picker_order():
+            self.language.addItem(languages.label(code), code)
         self.language.setAccessibleName("Language")
-        for combo in (self.source, self.cache, self.preset, self.device, self.language):
+        self.language.setToolTip("The language spoken in the recording; Auto-detect lets a multilingual model "
+                                 "find it (each job then shows what it found and how sure it is)")
+        self.task = QComboBox()
+        for value, text in TASKS:
+            self.task.addItem(text, value)
+        self.task.setAccessibleName("Task")
+        for combo in (self.source, self.cache, self.preset, self.device, self.language, self.task):
             # narrow sidebars elide the closed combo; the popup still shows full names
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(8)
@@ -111,7 +123,9 @@ class ModelPanel(QGroupBox):
         form.addRow("", self.exact_cross)
         form.addRow("Device:", self.device)
         form.addRow("Beam size:", self.beam)
+        form.addRow("", self.word_timestamps)
         form.addRow("Language:", self.language)
+        form.addRow("Task:", self.task)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.hint)
@@ -122,7 +136,8 @@ class ModelPanel(QGroupBox):
         self.set_choice(choice)
         for sig in (self.source.currentIndexChanged, self.cache.currentIndexChanged, self.preset.currentIndexChanged,
                     self.rank.valueChanged, self.exact_cross.toggled, self.device.currentIndexChanged,
-                    self.beam.valueChanged, self.language.currentTextChanged):
+                    self.beam.valueChanged, self.language.currentTextChanged, self.word_timestamps.toggled,
+                    self.task.currentIndexChanged):
             sig.connect(self._emit)
         self.add_folder.clicked.connect(self._choose_folder)
         self.add_hub.clicked.connect(self._choose_hub)
@@ -189,7 +204,7 @@ class ModelPanel(QGroupBox):
         preset = self.preset.currentData()
         text = self.language.currentText().strip()
         idx = self.language.findText(text)
-        lang = self.language.itemData(idx) if idx >= 0 else (text or None)
+        lang = self.language.itemData(idx) if idx >= 0 else languages.code_for(text)
         return ModelChoice(
             source=self.source.currentData() or "tiny.en",
             kv_mode=self.cache.currentData(),
@@ -199,6 +214,8 @@ class ModelPanel(QGroupBox):
             device=self.device.currentData(),
             beam_size=self.beam.value(),
             language=lang,
+            task=self.task.currentData(),
+            word_timestamps=self.word_timestamps.isChecked(),
         )
 
     def set_choice(self, c: ModelChoice) -> None:
@@ -218,6 +235,8 @@ class ModelPanel(QGroupBox):
         self.exact_cross.setChecked(c.exact_cross)
         self.device.setCurrentIndex(max(0, self.device.findData(c.device)))
         self.beam.setValue(c.beam_size)
+        self.word_timestamps.setChecked(c.word_timestamps)
+        self.task.setCurrentIndex(max(0, self.task.findData(c.task)))
         li = self.language.findData(c.language) if c.language else 0
         if li >= 0:
             self.language.setCurrentIndex(li)
@@ -236,6 +255,15 @@ class ModelPanel(QGroupBox):
         self.rank.setEnabled(mla and self.preset.currentData() is None)
         self.rank.setVisible(self.preset.currentData() is None)
         self.exact_cross.setEnabled(mla)
+        source = self.source.currentData() or ""
+        english_only = is_english_only(source)
+        self.task.setEnabled(not english_only)
+        if english_only and self.task.currentIndex() != 0:
+            self.task.blockSignals(True)  # shows what will run; _emit reports the choice once
+            self.task.setCurrentIndex(0)
+            self.task.blockSignals(False)
+        self.task.setToolTip(ENGLISH_ONLY_TIP.format(model=self.source.currentText()) if english_only else
+                             "Translate: English text of speech in any language Whisper knows")
         self.convert_button.setEnabled(not folder_is_mla and not self._busy)
         self.finetune_button.setEnabled(folder_is_mla and not self._busy)
         self.finetune_button.setVisible(folder_is_mla)

@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 class Player(QObject):
     stateChanged = Signal(bool)  # playing or not
+    positionChanged = Signal(float)  # seconds into the recording being played
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -30,6 +31,7 @@ class Player(QObject):
         self._player.mediaStatusChanged.connect(self._on_status)
         self._player.playbackStateChanged.connect(
             lambda s: self.stateChanged.emit(s == QMediaPlayer.PlaybackState.PlayingState))
+        self._player.positionChanged.connect(lambda ms: self.positionChanged.emit(ms / 1000.0))
         self._player.errorOccurred.connect(lambda _e, text: log.warning("playback: %s", text))
         self.available = True
 
@@ -45,6 +47,13 @@ class Player(QObject):
             self._player.setPosition(ms)
         self._player.play()
         return True
+
+    def requested_position_s(self) -> float | None:
+        """Where playback was asked to start (or is now), in seconds; None before anything played."""
+        if self._player is None or self._player.source().isEmpty():
+            return None
+        ms = self._pending_ms if self._pending_ms is not None else self._player.position()
+        return ms / 1000.0
 
     def stop(self) -> None:
         if self._player is not None:

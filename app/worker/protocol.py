@@ -23,6 +23,7 @@ STAGE = "stage"  # job, text: what the worker is doing ("Loading model", "Conver
 MODEL = "model"  # job, info (ModelInfo dict), device
 SEGMENT = "segment"  # job, segment (Segment dict), label (comparison run) or None
 PROGRESS = "progress"  # job, done_s, total_s, elapsed_s, label
+LANGUAGE = "language"  # job, language (code), probability (None when given, or an English-only model), task
 MEMORY = "memory"  # job (or None when idle), sample {t, rss, kv, kv_self, kv_cross, gpu_used, gpu_total}, label
 DONE = "done"  # job, transcript (Transcript dict)
 CANCELLED = "cancelled"  # job, transcript (partial, may be None), hard (killed)

@@ -17,11 +17,19 @@ def run(ctx, m: P.Msg) -> None:
     if cancel.cancelled:
         ctx.emit(P.CANCELLED, job, transcript=None, hard=False)
         return
-    transcriber = Transcriber(loaded, TranscribeOptions(language=choice.language, beam_size=choice.beam_size))
+    transcriber = Transcriber(loaded, TranscribeOptions(language=choice.language, task=choice.task,
+                                                           beam_size=choice.beam_size,
+                                                           word_timestamps=choice.word_timestamps))
     ctx.kv_source = transcriber.decoder.live_kv_bytes
     ctx.emit(P.STAGE, job, text="Transcribing")
 
+    told = (None, None)
+
     def progress(p) -> None:
+        nonlocal told
+        if transcriber.language != told and transcriber.language[0]:  # known after the first window
+            told = transcriber.language
+            ctx.emit(P.LANGUAGE, job, language=told[0], probability=told[1], task=transcriber.task)
         ctx.emit(P.PROGRESS, job, done_s=p.done_s, total_s=p.total_s, elapsed_s=p.elapsed_s)
 
     def segment(s) -> None:

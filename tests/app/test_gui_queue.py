@@ -1,6 +1,7 @@
 """The main window's queue through the real worker process: drop, transcribe, export, errors."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -8,6 +9,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from app import formatting as fmt
 from app.jobs.job import Status
 from app.self_test import EXPECTED, normalise
 from gui_helpers import DATA, SAMPLE, SHORT, TEN_S, wait_finished
@@ -59,8 +61,11 @@ def test_job_completes_saves_and_exports(qtbot, window, settings):
     assert sorted(p.name for p in job.saved) == [f"jfk_inaugural_excerpt.{f}" for f in ("json", "srt", "txt", "vtt")]
     assert EXPECTED in normalise((out / "jfk_inaugural_excerpt.txt").read_text())
     assert "-->" in (out / "jfk_inaugural_excerpt.srt").read_text()
-    # the transcript pane shows timestamped segments; search highlights matches
-    assert "[0:00.0]" in window.transcript.browser.toPlainText()
+    # word timings are on by default: every segment of the saved JSON carries its timed words
+    saved = json.loads((out / "jfk_inaugural_excerpt.json").read_text(encoding="utf-8"))
+    assert all(seg["words"] and seg["start"] <= seg["words"][0]["start"] for seg in saved["segments"])
+    # the transcript pane shows each segment at its first word's time; search highlights matches
+    assert f"[{fmt.timestamp(saved['segments'][0]['start'])}]" in window.transcript.browser.toPlainText()
     window.transcript.search.setText("country")
     assert window.transcript.match_count == 2
     assert window.transcript.matches_label.text() == "2 matches"

@@ -17,6 +17,8 @@ def test_settings_persist_across_a_restart(qtbot, make_window, settings, tmp_pat
     panel.preset.setCurrentIndex(1)  # 87.5%
     panel.exact_cross.setChecked(True)
     panel.beam.setValue(4)
+    assert panel.word_timestamps.isChecked()  # on by default: it costs 4-11% of a CPU run
+    panel.word_timestamps.setChecked(False)
     panel.language.setEditText("de")
     panel.add_source(str(tmp_path / "my-model"))  # a folder the user picked
     w1.output_folder.set_output_dir(tmp_path / "elsewhere")
@@ -27,7 +29,7 @@ def test_settings_persist_across_a_restart(qtbot, make_window, settings, tmp_pat
     left = w1.main_split.sizes()[0]
     expected = panel.choice()
     assert expected == ModelChoice(source=str(tmp_path / "my-model"), kv_mode="mla", kv_reduction=0.875,
-                                   exact_cross=True, beam_size=4, language="de")
+                                   exact_cross=True, beam_size=4, language="de", word_timestamps=False)
     w1.close()
 
     fresh = AppSettings(QSettings(settings.q.fileName(), QSettings.Format.IniFormat))  # as after a restart

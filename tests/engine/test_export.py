@@ -155,13 +155,19 @@ def well_formed_segments(draw: st.DrawFn) -> list[Segment]:
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(well_formed_segments())
 def test_srt_and_vtt_parse_back_to_same_times_and_texts(segments: list[Segment]) -> None:
-    t = make(segments)
+    t = make(segments, duration=max((s.end for s in segments), default=0.0) + 1.0)  # all inside the recording
     expected = [
         (round(s.start * 1000), round(s.end * 1000), expected_cue_text(s.text))
         for s in segments if expected_cue_text(s.text)
     ]
     assert parse_srt(render(t, "srt")) == expected
     assert parse_vtt(render(t, "vtt")) == expected
+
+
+def test_no_cue_ends_after_the_recording() -> None:
+    t = make([seg(0, 48.0, 52.5, "last words")], duration=50.0)  # Whisper's last timestamp past the end
+    assert parse_srt(render(t, "srt")) == [(48000, 50000, "last words")]
+    assert parse_vtt(render(t, "vtt")) == [(48000, 50000, "last words")]
 
 
 def test_times_round_to_nearest_millisecond() -> None:
@@ -232,8 +238,10 @@ def test_json_stable_key_set() -> None:
     d = json.loads(render(SAMPLE, "json"))
     assert set(d) == {"file", "duration", "language", "model", "text", "segments", "stats", "complete",
                       "uncovered_speech",  # issue 20: speech the transcript lacks (None: not checked)
-                      "audio_track"}  # issue 18: which of several audio tracks (None: the file has one)
+                      "audio_track",  # issue 18: which of several audio tracks (None: the file has one)
+                      "language_probability", "task"}  # issue 23: how sure the detection was; translated or not
     assert d["uncovered_speech"] is None and d["audio_track"] is None
+    assert d["language_probability"] is None and d["task"] == "transcribe"
     assert d["file"] == "/recordings/talk.flac"
     assert d["duration"] == 50.0 and d["language"] == "en"
     assert d["model"] == {"source": "bundled:tiny.en", "name": "whisper tiny.en", "multilingual": False,
