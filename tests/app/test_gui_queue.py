@@ -79,8 +79,9 @@ def test_job_completes_saves_and_exports(qtbot, window, settings):
     assert len(list((out / "exports").iterdir())) == 4
     assert window.controller.output_dir == out / "exports"  # new jobs are saved there too
     # the row shows status, 100 % and the model / KV mode the worker reported
-    row = [window.jobs.data(window.jobs.index(0, c)) for c in range(6)]
-    assert row[2].startswith("Done") and row[3] == "100%" and row[5] == "tiny.en · compressed (8-bit)"
+    row = [window.jobs.data(window.jobs.index(0, c)) for c in range(7)]
+    assert row[2].startswith("Done") and row[3] == "100%" and row[6] == "tiny.en · compressed (8-bit)"
+    assert row[5] == "English"  # the language column: given by the English-only model, so no probability
 
 
 def test_event_loop_stays_responsive_during_a_job(qtbot, window):
