@@ -174,8 +174,8 @@ class MainWindow(QMainWindow):
         self.drop_zone.clicked.connect(self.open_files)
         self.job_panel.selectionChanged.connect(self._show_job)
         self.job_panel.cancelRequested.connect(lambda jobs: [c.cancel(j) for j in jobs])
-        self.job_panel.retryRequested.connect(lambda jobs: [c.retry(j) for j in jobs])
-        self.job_panel.removeRequested.connect(lambda jobs: [(self.editor.forget(j), c.remove(j)) for j in jobs])
+        self.job_panel.retryRequested.connect(lambda jobs: self._drop_corrections(jobs, c.retry))
+        self.job_panel.removeRequested.connect(lambda jobs: self._drop_corrections(jobs, c.remove))
         self.job_panel.moveRequested.connect(c.move)
         self.transcript.segmentClicked.connect(self._play_from)
         self.transcript.segmentEdited.connect(self._correct_segment)
@@ -257,6 +257,12 @@ class MainWindow(QMainWindow):
         self.export_bar.set_export_enabled(job is not None and bool(job.segments))
 
     # -- corrections -----------------------------------------------------------------------------
+    def _drop_corrections(self, jobs: list[Job], then) -> None:
+        """Retry or remove: the jobs' undo history goes (it would put back a transcript that is gone)."""
+        for job in jobs:
+            self.editor.forget(job)
+            then(job)
+
     def _correct_segment(self, segment, text: str) -> None:
         job = self.selected_job()
         if job is not None and self.editor.edit_segment(job, segment, text):

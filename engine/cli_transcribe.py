@@ -51,9 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", type=cli_args.language, default=None,
                    help="language code or name, e.g. de or german (multilingual models); default: detect")
     p.add_argument("--task", default="transcribe", choices=("transcribe", "translate"))
-    p.add_argument("--word-timestamps", action="store_true",
-                   help="time every word from the model's own cross-attention (JSON: `words` in each segment; "
-                        "segments tightened to their words); the text is unchanged")
+    p.add_argument("--word-timestamps", action=argparse.BooleanOptionalAction, default=True,
+                   help="time every word from the model's own cross-attention (JSON: `words` in each segment) and "
+                        "tighten each segment to its words, so subtitles start and end with the speech; the text "
+                        "is unchanged. On by default: 5-11%% of a CPU run's time (--no-word-timestamps: off)")
     p.add_argument("--cues", default="segment", choices=CUE_LEVELS,
                    help="SRT/VTT cues: one per segment (default), one per word, or karaoke (VTT: each word's time "
                         "tagged inside the segment's cue; SRT gets segment cues); word and karaoke turn on "

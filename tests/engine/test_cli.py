@@ -43,7 +43,9 @@ def test_good_and_bad_files_in_one_run(tiny, sample_path, tmp_path):
         assert key in data
     assert set(data["stats"]) >= {"wall_s", "rtf", "peak_rss_bytes", "peak_device_bytes", "kv_cache_peak_bytes"}
     assert set(data["stats"]["kv_cache_peak_bytes"]) == {"self", "cross"}
-    assert (tmp_path / "out" / "jfk_inaugural_excerpt.srt").read_text().startswith("1\n00:00:00,000 --> ")
+    # word timings are on by default: the first cue starts with the first word (0.3 s), not at the window's 0.0
+    assert (tmp_path / "out" / "jfk_inaugural_excerpt.srt").read_text().startswith("1\n00:00:00,3")
+    assert all(seg["words"] for seg in data["segments"])
     assert "ask not what your country" in out.stdout  # live segments on stdout
 
 

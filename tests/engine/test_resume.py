@@ -14,6 +14,7 @@ import soundfile as sf
 from engine.audio import load_audio
 from engine.checkpoint import Checkpoint
 from engine.model_sources import resolve_model
+from engine.results import Word
 from engine.transcribe import ResumePoint, Transcriber, TranscribeOptions
 from tests.conftest import DATA, REPO
 
@@ -64,10 +65,13 @@ def test_kill_9_mid_run_then_resume_gives_identical_transcript(tiny, tmp_path):
     assert not resume_file.exists()  # done: the resume file is gone
     resumed = json.loads((tmp_path / "out" / "lecture.json").read_text())
 
-    # the CLI ran the default cache mode: the uninterrupted run must too (stock's tokens are not its tokens)
-    straight = Transcriber(resolve_model(None, "cpu", kv_cache="compressed")).transcribe(audio)
+    # the CLI ran the default cache mode with word timings (its defaults): the uninterrupted run must too
+    straight = Transcriber(resolve_model(None, "cpu", kv_cache="compressed"),
+                           TranscribeOptions(word_timestamps=True)).transcribe(audio)
     assert [(s["start"], s["end"], s["text"]) for s in resumed["segments"]] == \
            [(s.start, s.end, s.text) for s in straight.segments]
+    assert [[Word.from_dict(w) for w in s["words"]] for s in resumed["segments"]] == \
+           [list(s.words) for s in straight.segments]  # and the same words, at the same times
     assert [s["id"] for s in resumed["segments"]] == list(range(len(straight.segments)))
 
 
