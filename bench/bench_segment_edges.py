@@ -18,7 +18,6 @@ faster-whisper with and without word timestamps (same tiny.en weights, same run,
 from __future__ import annotations
 
 import argparse
-import difflib
 import statistics
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402  (puts the repository root on sys.path)
-from bench_word_timestamps import p90, webrtc_tight  # noqa: E402
+from bench_word_timestamps import boundary_errors, p90, webrtc_tight  # noqa: E402
 
 Segments = list[tuple[float, float, str]]
 
@@ -53,25 +52,9 @@ def edge_errors(segments: Segments, spans) -> tuple[list[float], list[float]]:
     hyp: list[tuple[str, float | None, float | None]] = []
     for start, end, text in segments:
         tokens = common.normalize(text).split()
-        for k, token in enumerate(tokens):
+        for k, token in enumerate(tokens):  # only a segment's first word has its start, its last its end
             hyp.append((token, start if k == 0 else None, end if k == len(tokens) - 1 else None))
-    ref: list[tuple[str, int]] = [(w, u) for u, span in enumerate(spans) for w in common.normalize(span.text).split()]
-    matcher = difflib.SequenceMatcher(None, [w for w, _ in ref], [w for w, _, _ in hyp], autojunk=False)
-    to_hyp = {b.a + k: b.b + k for b in matcher.get_matching_blocks() for k in range(b.size)}
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    for i, (_, u) in enumerate(ref):
-        first.setdefault(u, i)
-        last[u] = i
-    starts, ends = [], []
-    for u, span in enumerate(spans):
-        h = to_hyp.get(first.get(u, -1))
-        if h is not None and hyp[h][1] is not None:
-            starts.append(abs(hyp[h][1] - span.start))
-        h = to_hyp.get(last.get(u, -1))
-        if h is not None and hyp[h][2] is not None:
-            ends.append(abs(hyp[h][2] - span.end))
-    return starts, ends
+    return boundary_errors(hyp, spans)
 
 
 def main() -> int:

@@ -50,8 +50,9 @@ def flat_words(words: list[tuple[str, float, float]]) -> list[tuple[str, float, 
     return out
 
 
-def boundary_errors(hyp: list[tuple[str, float, float]], spans) -> tuple[list[float], list[float]]:
-    """(first-word start errors, last-word end errors) in seconds over the utterances whose word matched."""
+def boundary_errors(hyp: list[tuple[str, float | None, float | None]], spans) -> tuple[list[float], list[float]]:
+    """(first-word start errors, last-word end errors) in seconds over the utterances whose word matched
+    a hypothesis word with a time (a None start or end: that word has no such edge to judge)."""
     ref: list[tuple[str, int]] = []
     for u, span in enumerate(spans):
         ref += [(w, u) for w in common.normalize(span.text).split()]
@@ -67,10 +68,10 @@ def boundary_errors(hyp: list[tuple[str, float, float]], spans) -> tuple[list[fl
         last[u] = i
     starts, ends = [], []
     for u, span in enumerate(spans):
-        if u in first and first[u] in to_hyp:
-            starts.append(abs(hyp[to_hyp[first[u]]][1] - span.start))
-        if u in last and last[u] in to_hyp:
-            ends.append(abs(hyp[to_hyp[last[u]]][2] - span.end))
+        if u in first and first[u] in to_hyp and (start := hyp[to_hyp[first[u]]][1]) is not None:
+            starts.append(abs(start - span.start))
+        if u in last and last[u] in to_hyp and (end := hyp[to_hyp[last[u]]][2]) is not None:
+            ends.append(abs(end - span.end))
     return starts, ends
 
 

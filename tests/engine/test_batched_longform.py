@@ -168,6 +168,8 @@ def test_kill_9_mid_batched_run_then_resume_gives_identical_transcript(tiny, tmp
     assert second.returncode == 0, err
     resumed = json.loads((tmp_path / "out" / "talk.json").read_text())
     default_mode = resolve_model(None, "cpu", kv_cache="compressed")  # what the CLI ran
-    straight = Transcriber(default_mode, TranscribeOptions(batch_size=2)).transcribe(audio)
+    straight = Transcriber(default_mode, TranscribeOptions(batch_size=2, word_timestamps=True)).transcribe(audio)
     assert [(s["start"], s["end"], s["text"]) for s in resumed["segments"]] == \
            [(s.start, s.end, s.text) for s in straight.segments]
+    assert [[w["start"] for w in s["words"]] for s in resumed["segments"]] == \
+           [[w.start for w in s.words] for s in straight.segments]  # the CLI's default word timings, the same
