@@ -147,11 +147,15 @@ class WindowDecoder:
             mask = torch.zeros(self.model.config.vocab_size, dtype=torch.bool)
             mask[non_english_tokens(self.loaded.tokenizer, self.s.eot)] = True
             self._not_english = mask
-        return self._not_english.to(device)
+        if self._not_english.device != device:  # moved once, not copied to the GPU at every step
+            self._not_english = self._not_english.to(device)
+        return self._not_english
 
     def _apply_rules(self, logits: torch.Tensor, tokens: torch.Tensor, sample_begin: int, opts: DecodeOptions) -> None:
         """In place: suppression and openai-whisper's timestamp rules on (rows, vocab) logits."""
-        logits[:, self._suppress.to(logits.device)] = NEG_INF
+        if self._suppress.device != logits.device:  # moved once, not copied to the GPU at every step
+            self._suppress = self._suppress.to(logits.device)
+        logits[:, self._suppress] = NEG_INF
         if opts.task == "translate" and self.s.multilingual:
             logits[:, self._english_only_mask(logits.device)] = NEG_INF
         first = tokens.shape[1] == sample_begin
